@@ -1,0 +1,192 @@
+//! `shoal`: the command-line client of a Shoal daemon.
+#![allow(clippy::print_stdout, reason = "a CLI prints its results")]
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures::{Stream, StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_api::Client;
+use shoal_core::{Consistency, ObjectId};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+/// Store and fetch objects on a Shoal network.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about)]
+struct Cli {
+    /// The API of the daemon to talk to.
+    #[arg(long, env = "SHOAL_API", default_value = "http://127.0.0.1:7000", global = true)]
+    api: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a file (or standard input: `-`) and print its id.
+    Put {
+        file: PathBuf,
+        /// Acks to wait for per item: one, quorum or all.
+        #[arg(long)]
+        consistency: Option<Consistency>,
+    },
+    /// Fetch an object by id to standard output or a file.
+    Get {
+        id: String,
+        /// Where to write it; `-` or nothing for standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show an object's size and chunk count.
+    Head { id: String },
+    /// Show the daemon's peer, network and store.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.api)?;
+    match cli.command {
+        Command::Put { file, consistency } => put(&client, &file, consistency, cli.json).await,
+        Command::Get { id, output } => get(&client, &parse_id(&id)?, output.as_deref()).await,
+        Command::Head { id } => head(&client, &parse_id(&id)?, cli.json).await,
+        Command::Status => status(&client, cli.json).await,
+    }
+}
+
+fn parse_id(text: &str) -> anyhow::Result<ObjectId> {
+    Ok(text.parse()?)
+}
+
+/// A progress bar on a terminal; nothing in pipes or for scripts.
+fn progress(len: Option<u64>, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = len.map_or_else(ProgressBar::new_spinner, ProgressBar::new);
+    let template = "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}";
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar
+}
+
+async fn put(client: &Client, file: &Path, consistency: Option<Consistency>, json: bool) -> anyhow::Result<()> {
+    let (reader, len): (Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let opened = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
+        let len = opened.metadata().await?.len();
+        (Box::new(opened), Some(len))
+    };
+    let bar = progress(len, json);
+    let counted = bar.clone();
+    let body = ReaderStream::with_capacity(reader, 256 << 10).inspect_ok(move |bytes| counted.inc(bytes.len() as u64));
+    let receipt = client.put(body, consistency).await;
+    bar.finish_and_clear();
+    let receipt = receipt?;
+    if json {
+        println!("{}", serde_json::to_string(&receipt)?);
+    } else {
+        println!("{}", receipt.id);
+    }
+    Ok(())
+}
+
+async fn get(client: &Client, id: &ObjectId, output: Option<&Path>) -> anyhow::Result<()> {
+    let download = client.get(id, None).await?;
+    let bar = progress(Some(download.len), false);
+    let bytes = download.bytes.inspect_ok(|chunk| bar.inc(chunk.len() as u64));
+    let result = match output.filter(|path| *path != Path::new("-")) {
+        Some(path) => write_file(path, id, bytes).await,
+        None => write_verified(&mut tokio::io::stdout(), id, bytes).await,
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// Writes next to `path` and renames only once the bytes are verified, so a failed
+/// download never leaves a file that looks complete.
+async fn write_file<S>(path: &Path, id: &ObjectId, bytes: S) -> anyhow::Result<()>
+where
+    S: Stream<Item = Result<Bytes, shoal_api::ClientError>> + Unpin,
+{
+    let mut partial_name = path.file_name().context("output must name a file")?.to_os_string();
+    partial_name.push(".partial");
+    let partial = path.with_file_name(partial_name);
+    let mut file =
+        tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
+    let written = write_verified(&mut file, id, bytes).await.and(Ok(file.sync_all().await?));
+    match written {
+        Ok(()) => tokio::fs::rename(&partial, path).await.with_context(|| format!("cannot write {}", path.display())),
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Err(error)
+        }
+    }
+}
+
+/// Copies the download out while hashing it: the bytes must hash to the id they were
+/// asked for, checked end to end whatever the daemon did.
+async fn write_verified<W, S>(out: &mut W, id: &ObjectId, mut bytes: S) -> anyhow::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    S: Stream<Item = Result<Bytes, shoal_api::ClientError>> + Unpin,
+{
+    let mut hasher = blake3::Hasher::new();
+    while let Some(chunk) = bytes.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    let actual = ObjectId::from(hasher.finalize());
+    if actual != *id {
+        bail!("downloaded bytes hash to {actual}, not {id}; the download is incomplete or corrupt");
+    }
+    Ok(())
+}
+
+async fn head(client: &Client, id: &ObjectId, json: bool) -> anyhow::Result<()> {
+    let info = client.head(id).await?;
+    if json {
+        println!("{}", serde_json::json!({ "id": id, "size": info.size, "chunks": info.chunks }));
+    } else {
+        println!("id      {id}\nsize    {}\nchunks  {}", info.size, info.chunks);
+    }
+    Ok(())
+}
+
+async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
+    let status = client.status().await?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+        return Ok(());
+    }
+    println!("peer id            {}", status.peer_id);
+    for addr in &status.listen_addrs {
+        println!("listening on       {addr}");
+    }
+    println!("replication factor {}", status.replication_factor);
+    println!("routing table      {} peers", status.routing_table_peers);
+    println!("connected          {} peers", status.peers_connected);
+    println!("stored             {} items, {} bytes", status.items_stored, status.bytes_stored);
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Real processes: a 5-peer testnet started by `testnet/up`, driven through the `shoal`
+//! CLI and raw HTTP, as a user would.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PEERS: usize = 5;
+
+/// A testnet in a temp dir; dropping it stops every peer, also when a test fails.
+struct Testnet {
+    dir: tempfile::TempDir,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_shoal")).parent().unwrap().to_owned()
+}
+
+impl Testnet {
+    fn up(peers: usize) -> Self {
+        let testnet = Testnet { dir: tempfile::tempdir().unwrap() };
+        let output = testnet.script("up", &[&peers.to_string()]);
+        assert!(output.status.success(), "testnet/up failed: {}", String::from_utf8_lossy(&output.stderr));
+        testnet
+    }
+
+    fn script(&self, name: &str, args: &[&str]) -> Output {
+        Command::new(repo().join("testnet").join(name))
+            .args(args)
+            .env("SHOAL_TESTNET_DIR", self.dir.path())
+            .env("SHOAL_BIN_DIR", bin_dir())
+            .output()
+            .unwrap()
+    }
+
+    fn api(&self, peer: usize) -> String {
+        let output = self.script("api", &[&peer.to_string()]);
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    fn shoal(&self, peer: usize, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_shoal")).arg("--api").arg(self.api(peer)).args(args).output().unwrap()
+    }
+
+    fn peer_dir(&self, peer: usize) -> PathBuf {
+        self.dir.path().join(format!("peer{peer}"))
+    }
+
+    fn items(&self, peer: usize) -> Vec<String> {
+        let body = http(&self.api(peer), "GET /v1/items HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let json: serde_json::Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        json.as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = self.script("down", &[]);
+    }
+}
+
+fn pseudo_random_file(dir: &Path, len: usize, seed: &str) -> (PathBuf, Vec<u8>) {
+    let mut bytes = vec![0; len];
+    blake3::Hasher::new().update(seed.as_bytes()).finalize_xof().fill(&mut bytes);
+    let path = dir.join(seed);
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(output.status.success(), "command failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout.clone()).unwrap().trim().to_owned()
+}
+
+/// A failed command: non-zero exit and exactly one line on stderr, which is returned.
+fn one_line_error(output: &Output) -> String {
+    assert!(!output.status.success(), "command succeeded: {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr:?}");
+    stderr
+}
+
+/// Sends raw HTTP/1.1 and returns the whole answer.
+fn http(api: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(api.trim_start_matches("http://")).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
+    let testnet = Testnet::up(PEERS);
+    let work = tempfile::tempdir().unwrap();
+
+    // 20 MiB in through peer 1, out through peer 5: same bytes, id = BLAKE3.
+    let (file, bytes) = pseudo_random_file(work.path(), 20 << 20, "twenty-mib");
+    let id = stdout(&testnet.shoal(1, &["put", file.to_str().unwrap()]));
+    assert_eq!(id, blake3::hash(&bytes).to_hex().as_str());
+    let copy = work.path().join("copy");
+    stdout(&testnet.shoal(PEERS, &["get", &id, "-o", copy.to_str().unwrap()]));
+    assert!(std::fs::read(&copy).unwrap() == bytes, "peer 5 returned other bytes");
+
+    let stored_before: Vec<Vec<String>> = (1..=PEERS).map(|p| testnet.items(p)).collect();
+
+    // Unknown and malformed ids, a missing file.
+    let unknown = blake3::hash(b"never stored").to_hex();
+    assert!(one_line_error(&testnet.shoal(2, &["get", unknown.as_str()])).contains("not found"));
+    assert!(one_line_error(&testnet.shoal(2, &["get", "xyz"])).contains("malformed id"));
+    assert!(one_line_error(&testnet.shoal(2, &["put", "/no/such/file"])).contains("cannot open /no/such/file"));
+    let answer = http(&testnet.api(2), "GET /v1/objects/xyz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains(r#""code":"malformed_id""#), "{answer}");
+    let answer = http(&testnet.api(2), &format!("GET /v1/objects/{unknown} HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.contains(r#""code":"not_found""#), "{answer}");
+
+    // Bad API parameters.
+    for query in ["consistency=most", "colour=blue"] {
+        let request = format!("POST /v1/objects?{query} HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+        let answer = http(&testnet.api(3), &request);
+        assert!(answer.starts_with("HTTP/1.1 400") && answer.contains(r#""code":"bad_request""#), "{answer}");
+    }
+
+    // A client that hangs up mid-upload: 2 of 3 MiB sent, then the connection closes.
+    let (_, partial) = pseudo_random_file(work.path(), 3 << 20, "hang-up");
+    let mut stream = std::net::TcpStream::connect(testnet.api(3).trim_start_matches("http://")).unwrap();
+    let head = format!("POST /v1/objects HTTP/1.1\r\nContent-Length: {}\r\n\r\n", partial.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&partial[..2 << 20]).unwrap();
+    drop(stream);
+    // No manifest is ever written for it, so it is not found, on any peer, now or later.
+    let partial_id = blake3::hash(&partial).to_hex().to_string();
+    assert!(one_line_error(&testnet.shoal(4, &["get", &partial_id])).contains("not found"));
+    for (peer, before) in (1..=PEERS).zip(&stored_before) {
+        let items = testnet.items(peer);
+        assert!(!items.contains(&partial_id), "peer {peer} holds a manifest of a broken upload");
+        assert!(items.iter().filter(|i| !before.contains(i)).count() <= 2, "more than the two chunks sent");
+    }
+
+    // A second daemon on a data dir that is in use.
+    let second = Command::new(bin_dir().join("shoald"))
+        .args(["--data-dir", testnet.peer_dir(1).to_str().unwrap(), "--api-addr", "127.0.0.1:0"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .unwrap();
+    assert!(one_line_error(&second).contains("is in use by another shoald"));
+    assert_eq!(testnet.items(1), stored_before[0], "the refused daemon changed peer 1's store");
+}
+
+#[test]
+fn a_peer_killed_right_after_acking_at_all_still_serves_after_restart() {
+    let testnet = Testnet::up(PEERS);
+    let work = tempfile::tempdir().unwrap();
+    let (file, bytes) = pseudo_random_file(work.path(), (3 << 20) + 5, "crash");
+    let id = stdout(&testnet.shoal(1, &["put", file.to_str().unwrap(), "--consistency", "all"]));
+
+    // Kill every peer that acked at once, then bring them back.
+    let holders: Vec<usize> = (1..=PEERS).filter(|&p| testnet.items(p).contains(&id)).collect();
+    assert_eq!(holders.len(), 3, "the manifest is on R peers");
+    let held: Vec<Vec<String>> = holders.iter().map(|&p| testnet.items(p)).collect();
+    for &peer in &holders {
+        assert!(testnet.script("kill", &[&peer.to_string()]).status.success());
+    }
+    for &peer in &holders {
+        let output = testnet.script("start", &[&peer.to_string()]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    for (&peer, before) in holders.iter().zip(&held) {
+        assert_eq!(&testnet.items(peer), before, "peer {peer} lost acked items");
+        let copy = work.path().join(format!("copy{peer}"));
+        stdout(&testnet.shoal(peer, &["get", &id, "-o", copy.to_str().unwrap()]));
+        assert!(std::fs::read(&copy).unwrap() == bytes);
+    }
+}

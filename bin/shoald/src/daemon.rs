@@ -1,0 +1,109 @@
+//! Starting and stopping one peer.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use shoal_net::{InboundRequest, NetConfig};
+use shoal_node::{Node, NodeConfig};
+use shoal_store::RocksStore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::Config;
+use crate::data_dir::DataDir;
+use crate::network::Libp2pNetwork;
+
+/// Inbound transfer requests served at once; more wait in the network's bounded queue.
+const INBOUND_CONCURRENCY: usize = 64;
+
+type ShoalNode = Node<RocksStore, Libp2pNetwork>;
+
+/// A running peer.
+#[derive(Debug)]
+pub struct Daemon {
+    pub api_url: String,
+    pub peer_id: String,
+    /// Listen addresses, each usable as another peer's `--bootstrap`.
+    pub p2p_addrs: Vec<String>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Starts a peer and returns once its API and swarm listen.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let data_dir = DataDir::lock(&config.data_dir)?;
+        let keypair = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
+        let store = RocksStore::open(&data_dir.join("store")).context("cannot open the store")?;
+
+        let mut net_config = NetConfig::new(keypair, config.replication_factor);
+        net_config.listen = parse_addrs(&config.listen, "listen")?;
+        net_config.bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
+        net_config.request_timeout = config.request_timeout();
+        let (client, inbound) = shoal_net::start(net_config).await?;
+        let network_status = client.status().await?;
+
+        let node_config =
+            NodeConfig { replication_factor: config.replication_factor, chunks_in_flight: config.chunks_in_flight };
+        let node = Node::new(node_config, store, Libp2pNetwork(client));
+        let listener = tokio::net::TcpListener::bind(config.api_addr)
+            .await
+            .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+
+        data_dir.publish("api.url", &format!("{api_url}\n"))?;
+        data_dir.publish("p2p.addrs", &(network_status.listen_addrs.join("\n") + "\n"))?;
+        info!(peer = %network_status.peer_id, api = %api_url, addrs = ?network_status.listen_addrs, "shoald started");
+
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let task = tokio::spawn(serve(node, inbound, listener, shutdown_rx, data_dir));
+        Ok(Self { api_url, peer_id: network_status.peer_id, p2p_addrs: network_status.listen_addrs, shutdown, task })
+    }
+
+    /// Stops the API (in-flight requests finish), then the network and the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("daemon task panicked")?
+    }
+}
+
+fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<shoal_net::Multiaddr>> {
+    addrs.iter().map(|a| a.parse().map_err(|e| anyhow::anyhow!("bad {what} address {a:?}: {e}"))).collect()
+}
+
+async fn serve(
+    node: ShoalNode,
+    inbound: mpsc::Receiver<InboundRequest>,
+    listener: tokio::net::TcpListener,
+    shutdown: oneshot::Receiver<()>,
+    data_dir: DataDir,
+) -> anyhow::Result<()> {
+    let answering = tokio::spawn(answer_peers(node.clone(), inbound));
+    let app = shoal_api::router(node);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = shutdown.await;
+        })
+        .await;
+    answering.abort();
+    let _ = answering.await;
+    info!("shoald stopped");
+    // The store and the swarm close as the last node handles drop; the lock goes last.
+    drop(data_dir);
+    result.context("API server failed")
+}
+
+/// Answers other peers' transfer requests, a bounded number at a time.
+async fn answer_peers(node: ShoalNode, mut inbound: mpsc::Receiver<InboundRequest>) {
+    let slots = Arc::new(Semaphore::new(INBOUND_CONCURRENCY));
+    while let Some(InboundRequest { from, request, reply }) = inbound.recv().await {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let node = node.clone();
+        tokio::spawn(async move {
+            let response = node.handle_request(&from, request).await;
+            let _ = reply.send(response);
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,52 @@
+//! Prometheus metrics: HTTP traffic counted as it happens, node state read at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub object_bytes_in: Counter,
+    pub object_bytes_out: Counter,
+    pub items_stored: Gauge,
+    pub bytes_stored: Gauge,
+    pub peers_connected: Gauge,
+    pub routing_table_peers: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut metrics = Metrics::default();
+        let registry = &mut metrics.registry;
+        let shoal = registry.sub_registry_with_prefix("shoal");
+        shoal.register("http_requests", "HTTP requests answered", metrics.requests.clone());
+        shoal.register("object_bytes_in", "Object bytes received from clients", metrics.object_bytes_in.clone());
+        shoal.register("object_bytes_out", "Object bytes sent to clients", metrics.object_bytes_out.clone());
+        shoal.register("items_stored", "Items (chunks and manifests) in the local store", metrics.items_stored.clone());
+        shoal.register("bytes_stored", "Bytes in the local store", metrics.bytes_stored.clone());
+        shoal.register("peers_connected", "Peers with an open connection", metrics.peers_connected.clone());
+        shoal.register(
+            "routing_table_peers",
+            "Peers in the Kademlia routing table",
+            metrics.routing_table_peers.clone(),
+        );
+        metrics
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}

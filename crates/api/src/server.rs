@@ -1,0 +1,186 @@
+//! The daemon's routes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use shoal_core::{Consistency, ItemKind, ObjectId};
+use shoal_node::{Network, Node, PutReceipt};
+use shoal_store::Store;
+
+use crate::CHUNKS_HEADER;
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{Metrics, RequestLabels};
+use crate::range::{RangeRequest, parse_range};
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+    pub routing_table_peers: usize,
+    pub peers_connected: usize,
+    pub replication_factor: usize,
+    pub items_stored: u64,
+    pub bytes_stored: u64,
+    pub version: String,
+}
+
+/// One entry of `GET /v1/items`: an item this peer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalItem {
+    pub kind: ItemKind,
+    /// The item's key, hex.
+    pub id: String,
+}
+
+struct AppState<S, N> {
+    node: Node<S, N>,
+    metrics: Metrics,
+}
+
+type Shared<S, N> = State<Arc<AppState<S, N>>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutParams {
+    consistency: Option<String>,
+}
+
+/// The API over `node`.
+pub fn router<S: Store, N: Network>(node: Node<S, N>) -> Router {
+    let state = Arc::new(AppState { node, metrics: Metrics::new() });
+    Router::new()
+        .route("/v1/objects", post(put_object::<S, N>))
+        .route("/v1/objects/{id}", get(get_object::<S, N>))
+        .route("/v1/status", get(status::<S, N>))
+        .route("/v1/items", get(local_items::<S, N>))
+        .route("/metrics", get(metrics::<S, N>))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        // The node bounds object sizes itself and never buffers a body whole.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests::<S, N>))
+        .with_state(state)
+}
+
+async fn count_requests<S: Store, N: Network>(State(state): Shared<S, N>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    state.metrics.requests.get_or_create(&labels).inc();
+    response
+}
+
+fn parse_id(text: &str) -> Result<ObjectId, ApiError> {
+    text.parse().map_err(|e: shoal_core::ParseIdError| ApiError::new(ErrorCode::MalformedId, e.to_string()))
+}
+
+async fn put_object<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    params: Result<Query<PutParams>, QueryRejection>,
+    body: Body,
+) -> Result<(StatusCode, Json<PutReceipt>), ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let consistency = match params.consistency {
+        Some(text) => text
+            .parse()
+            .map_err(|e: shoal_core::ParseConsistencyError| ApiError::new(ErrorCode::BadRequest, e.to_string()))?,
+        None => Consistency::default(),
+    };
+    let metrics = &state.metrics;
+    let body = body.into_data_stream().inspect_ok(|bytes| {
+        metrics.object_bytes_in.inc_by(bytes.len() as u64);
+    });
+    let receipt = state.node.put(body, consistency).await?;
+    tracing::info!(object = %receipt.id, size = receipt.size, %consistency, "stored");
+    Ok((StatusCode::CREATED, Json(receipt)))
+}
+
+async fn get_object<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let manifest = state.node.manifest(id).await?;
+    let size = manifest.size;
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, range) = match parse_range(range_header, size) {
+        RangeRequest::Whole => (StatusCode::OK, 0..size),
+        RangeRequest::Partial(range) => (StatusCode::PARTIAL_CONTENT, range),
+        RangeRequest::Unsatisfiable => {
+            let mut response =
+                ApiError::new(ErrorCode::RangeNotSatisfiable, format!("range outside the object's {size} bytes"))
+                    .into_response();
+            response.headers_mut().insert(header::CONTENT_RANGE, header_value(format!("bytes */{size}")));
+            return Ok(response);
+        }
+    };
+
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    response_headers.insert(header::CONTENT_LENGTH, header_value(range.end - range.start));
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response_headers.insert(header::ETAG, header_value(format!("\"{id}\"")));
+    response_headers.insert(CHUNKS_HEADER, header_value(manifest.chunks.len()));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+        response_headers.insert(header::CONTENT_RANGE, header_value(content_range));
+    }
+
+    // A chunk that no holder can deliver ends the body early: the client sees a broken
+    // transfer (short of Content-Length), never wrong bytes.
+    let state_out = state.clone();
+    let chunks = state.node.read(manifest, range).map(move |chunk| {
+        chunk
+            .inspect(|bytes| {
+                state_out.metrics.object_bytes_out.inc_by(bytes.len() as u64);
+            })
+            .inspect_err(|error| tracing::error!(object = %id, "read aborted: {error}"))
+    });
+    Ok((status, response_headers, Body::from_stream(chunks)).into_response())
+}
+
+fn header_value(value: impl ToString) -> HeaderValue {
+    HeaderValue::from_str(&value.to_string()).expect("numbers and hex are valid header values")
+}
+
+async fn status<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json<StatusReport>, ApiError> {
+    let status = state.node.status().await?;
+    Ok(Json(StatusReport {
+        peer_id: status.network.peer_id,
+        listen_addrs: status.network.listen_addrs,
+        routing_table_peers: status.network.routing_table_peers,
+        peers_connected: status.network.connected_peers,
+        replication_factor: status.replication_factor,
+        items_stored: status.items_stored,
+        bytes_stored: status.bytes_stored,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+}
+
+async fn metrics<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<impl IntoResponse, ApiError> {
+    let status = state.node.status().await?;
+    let metrics = &state.metrics;
+    metrics.items_stored.set(status.items_stored as i64);
+    metrics.bytes_stored.set(status.bytes_stored as i64);
+    metrics.peers_connected.set(status.network.connected_peers as i64);
+    metrics.routing_table_peers.set(status.network.routing_table_peers as i64);
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], metrics.encode()))
+}
+
+/// What this peer holds, for operators and tests that check placement.
+async fn local_items<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json<Vec<LocalItem>>, ApiError> {
+    let items = state.node.local_items().await?;
+    Ok(Json(items.into_iter().map(|key| LocalItem { kind: key.kind, id: hex::encode(key.id) }).collect()))
+}

@@ -1,0 +1,116 @@
+//! Stored items: what a peer keeps, each verifiable from its key alone.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CHUNK_SIZE, Hash32, Manifest, ObjectId, codec};
+
+/// The kinds of item a peer stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    /// Chunk bytes, keyed by their BLAKE3 hash.
+    Chunk,
+    /// An encoded [`Manifest`], keyed by its object id.
+    Manifest,
+}
+
+impl ItemKind {
+    pub const ALL: [ItemKind; 2] = [ItemKind::Chunk, ItemKind::Manifest];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ItemKind::Chunk => "chunk",
+            ItemKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// An item's key. Its 32 bytes are also the key placement hashes: an item lives on the R
+/// peers closest to `id`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ItemKey {
+    pub kind: ItemKind,
+    pub id: Hash32,
+}
+
+impl ItemKey {
+    pub fn chunk(id: crate::ChunkId) -> Self {
+        Self { kind: ItemKind::Chunk, id: id.0 }
+    }
+
+    pub fn manifest(id: ObjectId) -> Self {
+        Self { kind: ItemKind::Manifest, id: id.0 }
+    }
+}
+
+impl fmt::Debug for ItemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.name(), &hex::encode(self.id)[..12])
+    }
+}
+
+impl fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.name(), hex::encode(self.id))
+    }
+}
+
+/// Why bytes are not what their key says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("hash mismatch: expected {}, got {}", hex::encode(expected), hex::encode(actual))]
+    Mismatch { expected: Hash32, actual: Hash32 },
+    #[error("wrong length: expected {expected} bytes, got {actual}")]
+    Length { expected: usize, actual: usize },
+    #[error("chunk of {0} bytes is over the {CHUNK_SIZE}-byte chunk size")]
+    ChunkTooLarge(usize),
+    #[error("manifest of {size} bytes cannot have {chunks} chunks")]
+    ManifestShape { size: u64, chunks: usize },
+    #[error("undecodable manifest: {0}")]
+    Decode(#[from] codec::CodecError),
+}
+
+/// Checks that `value` is the item `key` names.
+pub fn verify_item(key: &ItemKey, value: &[u8]) -> Result<(), VerifyError> {
+    match key.kind {
+        ItemKind::Chunk => {
+            if value.len() > CHUNK_SIZE {
+                return Err(VerifyError::ChunkTooLarge(value.len()));
+            }
+            let actual = *blake3::hash(value).as_bytes();
+            if actual != key.id {
+                return Err(VerifyError::Mismatch { expected: key.id, actual });
+            }
+            Ok(())
+        }
+        ItemKind::Manifest => codec::decode::<Manifest>(value)?.verify(&ObjectId(key.id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChunkDigest;
+
+    #[test]
+    fn chunk_items_verify_by_hash() {
+        let key = ItemKey::chunk(blake3::hash(b"abc").into());
+        assert_eq!(verify_item(&key, b"abc"), Ok(()));
+        assert!(verify_item(&key, b"abd").is_err());
+    }
+
+    #[test]
+    fn manifest_items_verify_against_their_object() {
+        let bytes = b"hello shoal";
+        let manifest = Manifest { size: bytes.len() as u64, chunks: vec![ChunkDigest::compute(0, bytes).into()] };
+        let key = ItemKey::manifest(blake3::hash(bytes).into());
+        let encoded = codec::encode(&manifest);
+        assert_eq!(verify_item(&key, &encoded), Ok(()));
+        assert!(verify_item(&key, &encoded[1..]).is_err());
+        let other = ItemKey::manifest(blake3::hash(b"other").into());
+        assert!(verify_item(&other, &encoded).is_err());
+    }
+}

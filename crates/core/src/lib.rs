@@ -1,0 +1,25 @@
+//! Shoal's pure core: the vocabulary every other crate speaks.
+//!
+//! Ids and hashing ([`ObjectId`], [`ChunkId`], [`chunking`]), manifests ([`Manifest`]),
+//! stored items ([`ItemKey`]), placement math ([`placement::closest`]), consistency levels,
+//! the wire messages peers exchange ([`wire`]) and the one codec that encodes them
+//! ([`codec`]).
+//!
+//! Architecture invariant: no I/O, no async runtime, no libp2p, no RocksDB. Everything here
+//! is a pure function of its inputs, so it is tested exhaustively and shared by all crates.
+
+pub mod chunking;
+pub mod codec;
+mod consistency;
+mod id;
+mod item;
+mod manifest;
+pub mod placement;
+pub mod wire;
+
+pub use chunking::{CHUNK_SIZE, ChunkDigest};
+pub use consistency::{Consistency, ParseConsistencyError};
+pub use id::{ChunkId, Hash32, ObjectId, ParseIdError};
+pub use item::{ItemKey, ItemKind, VerifyError, verify_item};
+pub use manifest::{ChunkRef, MAX_OBJECT_SIZE, Manifest};
+pub use placement::PeerKey;

@@ -1,0 +1,46 @@
+//! The composed network behaviour.
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, identify, identity::Keypair, kad, ping, request_response};
+
+use crate::codec::TransferCodec;
+use crate::{KAD_PROTOCOL, NetConfig, TRANSFER_PROTOCOL};
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub transfer: request_response::Behaviour<TransferCodec>,
+}
+
+impl Behaviour {
+    pub fn new(keypair: &Keypair, config: &NetConfig) -> Self {
+        let peer_id = keypair.public().to_peer_id();
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        // Object bytes never travel in kad records: kad is only the routing layer, so its
+        // record replication and publication stay off.
+        kad_config
+            .set_record_ttl(None)
+            .set_replication_interval(None)
+            .set_publication_interval(None)
+            .set_provider_publication_interval(None)
+            .set_periodic_bootstrap_interval(Some(std::time::Duration::from_secs(60)));
+        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        // Set explicitly: without a confirmed external address kad would stay a client and
+        // other peers could not look anything up through us.
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(config.protocol_version(), keypair.public())
+                .with_agent_version(format!("shoald/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        let transfer = request_response::Behaviour::new(
+            [(StreamProtocol::new(TRANSFER_PROTOCOL), request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(256),
+        );
+        Self { kad, identify, ping: ping::Behaviour::default(), transfer }
+    }
+}

@@ -1,0 +1,280 @@
+//! The task that owns the `Swarm`.
+//!
+//! It only routes: commands from [`Client`]s become swarm calls, swarm events become
+//! replies or [`InboundRequest`]s. It never touches the disk and never waits on anything
+//! but its own channels, so a slow store cannot stall the network.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use libp2p::kad::{self, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{SwarmEvent, dial_opts::DialOpts};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, tcp, yamux};
+use shoal_core::PeerKey;
+use shoal_core::wire::{Request, Response};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::NetConfig;
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::client::{Client, Command, InboundRequest, NetError, NetStatus};
+
+/// Commands queued from clients before senders wait.
+const COMMAND_QUEUE_LEN: usize = 1024;
+
+type PendingResponse = BoxFuture<'static, (ResponseChannel<Response>, Option<Response>)>;
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundRequest>,
+    protocol_version: String,
+    pending_lookups: HashMap<QueryId, oneshot::Sender<Vec<PeerKey>>>,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
+    /// Inbound requests the node is answering; their response channels wait here.
+    pending_responses: FuturesUnordered<PendingResponse>,
+    listen_addrs: Vec<Multiaddr>,
+    connected: HashSet<PeerId>,
+    bootstrapped: bool,
+}
+
+fn peer_key(peer: &PeerId) -> PeerKey {
+    PeerKey::from_bytes(&peer.to_bytes())
+}
+
+pub(crate) async fn start(config: NetConfig) -> Result<(Client, mpsc::Receiver<InboundRequest>), NetError> {
+    let keypair = config.keypair.clone();
+    let local_peer = keypair.public().to_peer_id();
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetError::Listen { addr: "tcp".into(), reason: e.to_string() })?
+        .with_behaviour(|key| Behaviour::new(key, &config))
+        .expect("behaviour construction is infallible")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(120)))
+        .build();
+
+    let listen_addrs = listen_all(&mut swarm, &config.listen).await?;
+    for addr in &config.bootstrap {
+        dial_bootstrap(&mut swarm, addr);
+    }
+
+    let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
+    let (inbound, inbound_rx) = mpsc::channel(config.inbound_queue_len);
+    let event_loop = EventLoop {
+        swarm,
+        commands,
+        inbound,
+        protocol_version: config.protocol_version(),
+        pending_lookups: HashMap::new(),
+        pending_requests: HashMap::new(),
+        pending_responses: FuturesUnordered::new(),
+        listen_addrs,
+        connected: HashSet::new(),
+        bootstrapped: false,
+    };
+    tokio::spawn(event_loop.run());
+    Ok((Client::new(command_tx, peer_key(&local_peer)), inbound_rx))
+}
+
+/// Binds every address and waits until each listener reports the address it got, so
+/// port 0 is resolved before anyone asks.
+async fn listen_all(swarm: &mut Swarm<Behaviour>, addrs: &[Multiaddr]) -> Result<Vec<Multiaddr>, NetError> {
+    let mut waiting = HashMap::new();
+    for addr in addrs {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+        waiting.insert(id, addr.clone());
+    }
+    let mut bound = Vec::new();
+    while !waiting.is_empty() {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                waiting.remove(&listener_id);
+                bound.push(address);
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                let addr = waiting.remove(&listener_id).map(|a| a.to_string()).unwrap_or_default();
+                let reason = reason.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                return Err(NetError::Listen { addr, reason });
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                let addr = waiting.remove(&listener_id).map(|a| a.to_string()).unwrap_or_default();
+                return Err(NetError::Listen { addr, reason: error.to_string() });
+            }
+            _ => {}
+        }
+    }
+    Ok(bound)
+}
+
+/// Dials a bootstrap address. With a `/p2p/<id>` suffix the peer also goes straight into
+/// the routing table; without one it gets there once identify tells us who it is.
+fn dial_bootstrap(swarm: &mut Swarm<Behaviour>, addr: &Multiaddr) {
+    if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+    }
+    if let Err(e) = swarm.dial(DialOpts::unknown_peer_id().address(addr.clone()).build()) {
+        warn!(%addr, "cannot dial bootstrap peer: {e}");
+    }
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                // Local work before new remote work: finish answers first, then commands.
+                biased;
+                Some((channel, response)) = self.pending_responses.next(), if !self.pending_responses.is_empty() => {
+                    if let Some(response) = response {
+                        // Fails only if the remote gave up; it has seen the failure already.
+                        let _ = self.swarm.behaviour_mut().transfer.send_response(channel, response);
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        debug!("every client is gone; network task stops");
+                        return;
+                    }
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::ClosestPeers { key, reply } => {
+                let query = self.swarm.behaviour_mut().kad.get_closest_peers(key);
+                self.pending_lookups.insert(query, reply);
+            }
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().transfer.send_request(&peer, request);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn status(&mut self) -> NetStatus {
+        let local = *self.swarm.local_peer_id();
+        let routing_table_peers = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        NetStatus {
+            peer_id: local.to_string(),
+            listen_addrs: self.listen_addrs.iter().map(|a| a.clone().with(Protocol::P2p(local)).to_string()).collect(),
+            routing_table_peers,
+            connected_peers: self.connected.len(),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.on_transfer_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.connected.insert(peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.connected.remove(&peer_id);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => self.listen_addrs.push(address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, "dial failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        if let kad::Event::OutboundQueryProgressed { id, result: QueryResult::GetClosestPeers(result), step, .. } =
+            event
+        {
+            // A lookup that timed out still found peers; use what it found.
+            let peers = match result {
+                Ok(ok) => ok.peers,
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+            };
+            if step.last
+                && let Some(reply) = self.pending_lookups.remove(&id)
+            {
+                let _ = reply.send(peers.iter().map(|p| peer_key(&p.peer_id)).collect());
+            }
+        }
+    }
+
+    fn on_identify_event(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else { return };
+        if info.protocol_version != self.protocol_version {
+            error!(
+                peer = %peer_id,
+                theirs = %info.protocol_version,
+                ours = %self.protocol_version,
+                "refusing an incompatible peer: different protocol version or replication factor"
+            );
+            self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+            return;
+        }
+        // Kad does not learn the listen addresses of peers that dialed us; identify does.
+        for addr in info.listen_addrs {
+            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+        }
+        if !self.bootstrapped {
+            self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+            info!(peer = %peer_id, "joined the network");
+        }
+    }
+
+    fn on_transfer_event(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                self.forward_inbound(peer, request, channel);
+            }
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                let malformed = matches!(&error, request_response::InboundFailure::Io(e)
+                    if e.kind() == std::io::ErrorKind::InvalidData);
+                if malformed {
+                    warn!(%peer, "cutting off a peer that sent a malformed request: {error}");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                } else {
+                    debug!(%peer, "inbound request failed: {error}");
+                }
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn forward_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let (reply, answer) = oneshot::channel();
+        let inbound = InboundRequest { from: peer_key(&peer), request, reply };
+        match self.inbound.try_send(inbound) {
+            Ok(()) => self.pending_responses.push(Box::pin(async move { (channel, answer.await.ok()) })),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let busy = Response::Failed("busy: too many requests queued".into());
+                let _ = self.swarm.behaviour_mut().transfer.send_response(channel, busy);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Shoal's libp2p swarm: Kademlia (our own protocol name, server mode, no record
+//! publication), identify, ping and the item transfer protocol.
+//!
+//! One task ([`event_loop`]) owns the `Swarm`. Everything else holds a cloneable
+//! [`Client`] that sends commands over a bounded channel and awaits oneshot replies, the
+//! shape of rust-libp2p's `file-sharing` example. Inbound transfer requests leave the loop
+//! as [`InboundRequest`]s on a bounded channel; whoever answers them (the node) does its
+//! disk work elsewhere, never inside the loop.
+//!
+//! Architecture invariant: this is the only crate that names libp2p. Its interface speaks
+//! `shoal_core` types (`PeerKey`, `wire::Request`, `wire::Response`) so nothing above it
+//! learns libp2p's.
+
+mod behaviour;
+mod client;
+mod codec;
+mod event_loop;
+mod identity;
+
+use std::time::Duration;
+
+pub use client::{Client, InboundRequest, NetError, NetStatus};
+pub use identity::{IdentityError, load_or_create_identity};
+pub use libp2p::Multiaddr;
+pub use libp2p::identity::Keypair;
+
+/// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
+pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
+/// The item transfer protocol.
+pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/1";
+
+/// Everything the swarm needs to start.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub keypair: Keypair,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    /// The network-wide replication factor. Peers announce it (identify) and refuse peers
+    /// that announce another, so two networks with different R never silently mix.
+    pub replication_factor: usize,
+    /// Deadline for one transfer request, both ways.
+    pub request_timeout: Duration,
+    /// Inbound requests queued for the node before new ones are refused as busy.
+    pub inbound_queue_len: usize,
+}
+
+impl NetConfig {
+    pub fn new(keypair: Keypair, replication_factor: usize) -> Self {
+        Self {
+            keypair,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
+            bootstrap: Vec::new(),
+            replication_factor,
+            request_timeout: Duration::from_secs(30),
+            inbound_queue_len: 256,
+        }
+    }
+
+    /// What peers announce through identify; equal strings mean compatible peers.
+    fn protocol_version(&self) -> String {
+        format!("/shoal/1 replication={}", self.replication_factor)
+    }
+}
+
+/// Starts the swarm: binds every listen address, dials the bootstrap peers and spawns the
+/// event loop. Returns once the listeners are bound, so [`Client::status`] already
+/// reports real ports.
+pub async fn start(config: NetConfig) -> Result<(Client, tokio::sync::mpsc::Receiver<InboundRequest>), NetError> {
+    event_loop::start(config).await
+}
+
+#[cfg(test)]
+mod placement_agrees_with_kad {
+    //! Placement and kad must rank peers identically, or writes would go to peers that
+    //! lookups never find.
+
+    use libp2p::PeerId;
+    use libp2p::kad::KBucketKey;
+    use proptest::prelude::*;
+    use shoal_core::PeerKey;
+    use shoal_core::placement::{KeyHash, closest};
+
+    proptest! {
+        #[test]
+        fn same_hashes_and_same_order(key: [u8; 32], count in 1usize..30) {
+            let peers: Vec<PeerId> = (0..count).map(|_| PeerId::random()).collect();
+            let kad_target = KBucketKey::from(key.to_vec());
+            let ours = KeyHash::of(&key);
+            prop_assert_eq!(kad_target.hashed_bytes(), ours.as_bytes().as_slice());
+
+            let mut by_kad = peers.clone();
+            by_kad.sort_by_key(|p| KBucketKey::from(*p).distance(&kad_target));
+            let keys: Vec<PeerKey> = peers.iter().map(|p| PeerKey::from_bytes(&p.to_bytes())).collect();
+            let by_placement = closest(&key, &keys, count);
+            let by_kad: Vec<PeerKey> = by_kad.iter().map(|p| PeerKey::from_bytes(&p.to_bytes())).collect();
+            prop_assert_eq!(by_placement, by_kad);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Shoal's replica logic: where items go, how a put and a get are coordinated, what a
+//! consistency level waits for, and how requests from other peers are answered.
+//!
+//! The peer whose API received a request coordinates it (leaderless, as in Dynamo). A
+//! [`Node`] is generic over the [`Store`](shoal_store::Store) it keeps items in and the
+//! [`Network`] it reaches other peers through, so the logic is tested with fakes and
+//! libp2p plugs in from outside.
+//!
+//! Architecture invariant: no HTTP, no clap or TOML, no libp2p types; disk work runs on the
+//! blocking pool, never on the async workers.
+
+mod error;
+mod network;
+mod node;
+mod read;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::NodeError;
+pub use network::{Network, NetworkError, NetworkStatus};
+pub use node::{Node, NodeConfig, NodeStatus};
+pub use write::PutReceipt;

@@ -1,0 +1,121 @@
+//! Get: find and verify the manifest, then stream verified chunks from their holders.
+//!
+//! The manifest is checked against the object id before any chunk is fetched; every chunk
+//! is checked against the manifest before a byte of it is handed on. A holder that is
+//! unreachable or sends wrong bytes is skipped for the next one; when none is left the
+//! stream ends in an error, never in wrong bytes.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures::stream::{self, Stream, StreamExt};
+use shoal_core::wire::{Request, Response};
+use shoal_core::{CHUNK_SIZE, ItemKey, Manifest, ObjectId, PeerKey, codec};
+use shoal_store::Store;
+use tracing::warn;
+
+use crate::error::describe_failures;
+use crate::{Network, Node, NodeError};
+
+impl<S: Store, N: Network> Node<S, N> {
+    /// The object's verified manifest, from this peer's store or the closest holder.
+    pub async fn manifest(&self, id: ObjectId) -> Result<Manifest, NodeError> {
+        let key = ItemKey::manifest(id);
+        let decode_verified = |bytes: &[u8]| -> Result<Manifest, String> {
+            let manifest: Manifest = codec::decode(bytes).map_err(|e| e.to_string())?;
+            manifest.verify(&id).map_err(|e| e.to_string())?;
+            Ok(manifest)
+        };
+        if let Some(bytes) = self.fetch_local(key).await {
+            return decode_verified(&bytes)
+                .map_err(|e| NodeError::Unavailable { what: format!("manifest {id}"), failures: e });
+        }
+        let (mut missing, mut wrong, mut unreachable) = (0, Vec::new(), Vec::new());
+        for peer in self.remote_holders(&key).await? {
+            match self.fetch_remote(&peer, key).await {
+                Ok(Some(bytes)) => match decode_verified(&bytes) {
+                    Ok(manifest) => return Ok(manifest),
+                    Err(reason) => wrong.push((peer.to_string(), format!("sent a bad manifest ({reason})"))),
+                },
+                Ok(None) => missing += 1,
+                Err(reason) => unreachable.push((peer.to_string(), reason)),
+            }
+        }
+        // Holders that answered "not here" settle it, unless another sent a bad copy.
+        if wrong.is_empty() && (missing > 0 || unreachable.is_empty()) {
+            return Err(NodeError::NotFound(id));
+        }
+        wrong.extend(unreachable);
+        Err(NodeError::Unavailable { what: format!("manifest {id}"), failures: describe_failures(&wrong) })
+    }
+
+    /// The bytes of `range` of the object `manifest` describes, chunk by chunk, fetched
+    /// `chunks_in_flight` at a time and handed on in order.
+    pub fn read(
+        &self,
+        manifest: Manifest,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, NodeError>> + Send + 'static {
+        assert!(range.start <= range.end && range.end <= manifest.size, "range checked by the caller");
+        let chunk = CHUNK_SIZE as u64;
+        let indices =
+            if range.is_empty() { 0..0 } else { (range.start / chunk) as usize..range.end.div_ceil(chunk) as usize };
+        let manifest = std::sync::Arc::new(manifest);
+        let node = self.clone();
+        stream::iter(indices)
+            .map(move |index| {
+                let (node, manifest) = (node.clone(), manifest.clone());
+                async move {
+                    let bytes = node.fetch_chunk(&manifest, index).await?;
+                    // Trim the first and last chunk to the requested range.
+                    let (offset, len) = manifest.chunk_span(index);
+                    let start = range.start.saturating_sub(offset).min(len as u64) as usize;
+                    let end = (range.end - offset).min(len as u64) as usize;
+                    Ok(bytes.slice(start..end))
+                }
+            })
+            .buffered(self.inner.config.chunks_in_flight)
+    }
+
+    /// Chunk `index`, verified, from this peer or the first holder with good bytes.
+    async fn fetch_chunk(&self, manifest: &Manifest, index: usize) -> Result<Bytes, NodeError> {
+        let key = ItemKey::chunk(manifest.chunks[index].id);
+        if let Some(bytes) = self.fetch_local(key).await
+            && manifest.verify_chunk(index, &bytes).is_ok()
+        {
+            return Ok(bytes);
+        }
+        let mut failures = Vec::new();
+        for peer in self.remote_holders(&key).await? {
+            let reason = match self.fetch_remote(&peer, key).await {
+                Ok(Some(bytes)) => match manifest.verify_chunk(index, &bytes) {
+                    Ok(()) => return Ok(bytes),
+                    Err(error) => {
+                        warn!(%peer, item = ?key, "holder sent wrong bytes: {error}");
+                        format!("sent wrong bytes ({error})")
+                    }
+                },
+                Ok(None) => "does not hold it".to_owned(),
+                Err(reason) => reason,
+            };
+            failures.push((peer.to_string(), reason));
+        }
+        Err(NodeError::Unavailable { what: format!("chunk {index} ({key})"), failures: describe_failures(&failures) })
+    }
+
+    /// The placement peers for `key` other than this one, closest first.
+    async fn remote_holders(&self, key: &ItemKey) -> Result<Vec<PeerKey>, NodeError> {
+        let mut holders = self.placement(key).await?;
+        holders.retain(|peer| peer != self.local_peer());
+        Ok(holders)
+    }
+
+    async fn fetch_remote(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<Bytes>, String> {
+        match self.inner.network.request(peer, Request::Fetch { key }).await {
+            Ok(Response::Item(item)) => Ok(item),
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Put: chunk a streamed body, replicate each chunk, then the manifest that makes the
+//! object visible.
+//!
+//! Chunks are replicated while the body is still arriving, at most `chunks_in_flight` at
+//! a time, so memory stays bounded whatever the object size. The manifest goes out only
+//! after every chunk reached its consistency level: an upload that breaks off leaves no
+//! manifest, so nothing half-stored is ever served.
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use shoal_core::wire::{Request, Response};
+use shoal_core::{
+    CHUNK_SIZE, ChunkDigest, ChunkRef, Consistency, ItemKey, MAX_OBJECT_SIZE, Manifest, ObjectId, PeerKey, codec,
+};
+use shoal_store::Store;
+use tokio::sync::mpsc;
+
+use crate::error::describe_failures;
+use crate::{Network, Node, NodeError};
+
+/// What a successful put reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutReceipt {
+    pub id: ObjectId,
+    pub size: u64,
+    pub chunks: usize,
+    /// The fewest durable acks any item of the object got before the answer.
+    pub acks: usize,
+    pub replication_factor: usize,
+    pub consistency: Consistency,
+}
+
+/// Cuts a byte stream into chunks of exactly [`CHUNK_SIZE`] bytes (the last may be
+/// shorter), copying each byte once.
+#[derive(Debug, Default)]
+struct Chunker {
+    partial: BytesMut,
+}
+
+impl Chunker {
+    fn push(&mut self, mut bytes: Bytes, mut emit: impl FnMut(Bytes)) {
+        while !bytes.is_empty() {
+            if self.partial.is_empty() && bytes.len() >= CHUNK_SIZE {
+                emit(bytes.split_to(CHUNK_SIZE));
+                continue;
+            }
+            if self.partial.capacity() == 0 {
+                self.partial.reserve(CHUNK_SIZE);
+            }
+            let take = (CHUNK_SIZE - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes.split_to(take));
+            if self.partial.len() == CHUNK_SIZE {
+                emit(self.partial.split().freeze());
+            }
+        }
+    }
+
+    fn finish(self) -> Option<Bytes> {
+        (!self.partial.is_empty()).then(|| self.partial.freeze())
+    }
+}
+
+impl<S: Store, N: Network> Node<S, N> {
+    /// Stores the object streamed in `body` and returns its id once every chunk and the
+    /// manifest have the acks `consistency` asks for.
+    pub async fn put<B, E>(&self, body: B, consistency: Consistency) -> Result<PutReceipt, NodeError>
+    where
+        B: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let window = self.inner.config.chunks_in_flight;
+        let mut body = std::pin::pin!(body);
+        let mut chunker = Chunker::default();
+        let mut ready = std::collections::VecDeque::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut chunks: Vec<Option<ChunkRef>> = Vec::new();
+        let mut size = 0u64;
+        let mut fewest_acks = usize::MAX;
+        let mut body_done = false;
+
+        loop {
+            // Start every complete chunk we have room for, then wait for room or input.
+            while in_flight.len() < window
+                && let Some(chunk) = ready.pop_front()
+            {
+                let index = chunks.len();
+                chunks.push(None);
+                in_flight.push(self.put_chunk(index, chunk, consistency));
+            }
+            if body_done && ready.is_empty() && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (index, chunk, acks) = done?;
+                    chunks[index] = Some(chunk);
+                    fewest_acks = fewest_acks.min(acks);
+                }
+                frame = body.next(), if !body_done && ready.is_empty() && in_flight.len() < window => match frame {
+                    Some(Ok(bytes)) => {
+                        size += bytes.len() as u64;
+                        if size > MAX_OBJECT_SIZE {
+                            return Err(NodeError::TooLarge);
+                        }
+                        chunker.push(bytes, |chunk| ready.push_back(chunk));
+                    }
+                    Some(Err(error)) => return Err(NodeError::Body(error.to_string())),
+                    None => {
+                        body_done = true;
+                        ready.extend(std::mem::take(&mut chunker).finish());
+                    }
+                },
+            }
+        }
+
+        let manifest =
+            Manifest { size, chunks: chunks.into_iter().map(|c| c.expect("every chunk finished")).collect() };
+        let id = manifest.object_id().expect("a manifest we built is consistent");
+        let acks = self.replicate(ItemKey::manifest(id), codec::encode(&manifest).into(), consistency).await?;
+        Ok(PutReceipt {
+            id,
+            size,
+            chunks: manifest.chunks.len(),
+            acks: fewest_acks.min(acks),
+            replication_factor: self.inner.config.replication_factor,
+            consistency,
+        })
+    }
+
+    async fn put_chunk(
+        &self,
+        index: usize,
+        bytes: Bytes,
+        consistency: Consistency,
+    ) -> Result<(usize, ChunkRef, usize), NodeError> {
+        let hashed = bytes.clone();
+        let digest = tokio::task::spawn_blocking(move || ChunkDigest::compute(index as u64, &hashed))
+            .await
+            .expect("hashing does not panic");
+        let acks = self.replicate(ItemKey::chunk(digest.id), bytes, consistency).await?;
+        Ok((index, digest.into(), acks))
+    }
+
+    /// Writes one item to its R closest peers and returns once `consistency` is met.
+    /// The remaining writes go on in the background; a node-wide limit on outstanding
+    /// writes keeps slow replicas from piling up chunks in memory.
+    pub(crate) async fn replicate(
+        &self,
+        key: ItemKey,
+        value: Bytes,
+        consistency: Consistency,
+    ) -> Result<usize, NodeError> {
+        let replicas = self.inner.config.replication_factor;
+        let required = consistency.required(replicas);
+        let targets = self.placement(&key).await?;
+        let mut failures = Vec::new();
+        if targets.len() < replicas {
+            failures.push(("placement".to_owned(), format!("only {} reachable peers", targets.len())));
+        }
+
+        let (done_tx, mut done) = mpsc::channel(targets.len().max(1));
+        for peer in targets {
+            let slot = self.inner.write_slots.clone().acquire_owned().await.expect("never closed");
+            let (node, value, done_tx) = (self.clone(), value.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let result = node.store_on(&peer, key, value).await;
+                drop(slot);
+                let _ = done_tx.send((peer, result)).await;
+            });
+        }
+        drop(done_tx);
+
+        let mut acks = 0;
+        while acks < required {
+            match done.recv().await {
+                Some((_, Ok(()))) => acks += 1,
+                Some((peer, Err(reason))) => failures.push((peer.to_string(), reason)),
+                None => break,
+            }
+        }
+        if acks < required {
+            return Err(NodeError::InsufficientAcks {
+                key,
+                got: acks,
+                required,
+                failures: describe_failures(&failures),
+            });
+        }
+        Ok(acks)
+    }
+
+    async fn store_on(&self, peer: &PeerKey, key: ItemKey, value: Bytes) -> Result<(), String> {
+        if peer == self.local_peer() {
+            return self.store_local(key, value).await.map_err(|e| e.to_string());
+        }
+        match self.inner.network.request(peer, Request::Store { key, value }).await {
+            Ok(Response::Stored) => Ok(()),
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_sizes(frames: &[usize]) -> Vec<usize> {
+        let mut chunker = Chunker::default();
+        let mut out = Vec::new();
+        for &len in frames {
+            chunker.push(Bytes::from(vec![7u8; len]), |c| out.push(c.len()));
+        }
+        out.extend(chunker.finish().map(|c| c.len()));
+        out
+    }
+
+    #[test]
+    fn chunker_cuts_exact_chunks() {
+        assert_eq!(chunk_sizes(&[]), Vec::<usize>::new());
+        assert_eq!(chunk_sizes(&[10, 20]), vec![30]);
+        assert_eq!(chunk_sizes(&[CHUNK_SIZE]), vec![CHUNK_SIZE]);
+        assert_eq!(chunk_sizes(&[CHUNK_SIZE - 1, 2]), vec![CHUNK_SIZE, 1]);
+        assert_eq!(chunk_sizes(&[3 * CHUNK_SIZE + 5]), vec![CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE, 5]);
+        assert_eq!(chunk_sizes(&[5, 2 * CHUNK_SIZE]), vec![CHUNK_SIZE, CHUNK_SIZE, 5]);
+    }
+}

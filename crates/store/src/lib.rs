@@ -1,0 +1,114 @@
+//! Shoal's item store: the [`Store`] trait, its RocksDB implementation ([`RocksStore`]) and
+//! an in-memory twin ([`MemoryStore`]) for tests of the layers above.
+//!
+//! A store holds items ([`ItemKey`] → bytes) and trusts nothing it is given or reads back:
+//! every value is checked against its key ([`shoal_core::verify_item`]) on the way in, so a
+//! peer never stores what another peer pushed wrongly, and on the way out, so a flipped bit
+//! on disk is reported as [`StoreError::Corrupt`] instead of being served. A successful
+//! [`Store::put`] is a durable ack: the write-ahead log is synced before it returns.
+//!
+//! Both implementations pass one conformance suite (`src/conformance.rs`).
+//!
+//! Architecture invariant: only this crate names RocksDB, and no RocksDB type appears in its
+//! public API. It knows nothing of libp2p or of replication policy: which items a peer should
+//! hold is decided above, in `shoal-node`.
+
+#[cfg(test)]
+mod conformance;
+mod memory;
+mod rocks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+pub use memory::MemoryStore;
+pub use rocks::RocksStore;
+use shoal_core::{ItemKey, ItemKind, VerifyError};
+
+/// A peer's local item storage.
+///
+/// Implementations are shared between threads; callers in async code run these blocking
+/// calls in `spawn_blocking`.
+pub trait Store: Send + Sync + 'static {
+    /// Verifies every item against its key (nothing is written if any fails), then writes them
+    /// as one atomic batch and returns only after the write-ahead log is synced (that is what a
+    /// durable ack means). Items already present are not counted twice in stats.
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError>;
+
+    /// The item if present, verified against its key on every read: bytes that do not match
+    /// give `Err(StoreError::Corrupt{..})` and are never returned.
+    fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError>;
+
+    /// Whether the item is present. Does not verify it: that is what [`Store::get`] and
+    /// scrubbing are for.
+    fn contains(&self, key: &ItemKey) -> Result<bool, StoreError>;
+
+    /// Removes the item, synced like a put; `Ok(true)` if it was there.
+    fn delete(&self, key: &ItemKey) -> Result<bool, StoreError>;
+
+    /// All keys of one kind, in key order.
+    fn keys(&self, kind: ItemKind) -> Result<Vec<ItemKey>, StoreError>;
+
+    /// Items and bytes held, exact, maintained incrementally (no scan per call).
+    fn stats(&self) -> StoreStats;
+}
+
+/// So one store can be shared by the node's tasks as `Arc<S>` or `Arc<dyn Store>`.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
+        (**self).put(items)
+    }
+
+    fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError> {
+        (**self).get(key)
+    }
+
+    fn contains(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        (**self).contains(key)
+    }
+
+    fn delete(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        (**self).delete(key)
+    }
+
+    fn keys(&self, kind: ItemKind) -> Result<Vec<ItemKey>, StoreError> {
+        (**self).keys(kind)
+    }
+
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
+    }
+}
+
+/// What a store holds: the number of items and the sum of their value lengths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A put was given bytes that are not what their key names; nothing was written.
+    #[error("item {key} refused: {source}")]
+    Invalid { key: ItemKey, source: VerifyError },
+    /// The bytes stored under a key are not what it names (disk corruption or tampering).
+    #[error("item {key} is corrupt on disk: {source}")]
+    Corrupt { key: ItemKey, source: VerifyError },
+    /// Another process (or another store in this one) has the database open.
+    #[error(
+        "store {} is in use by another process (is another peer running on this data dir?): \
+         {detail}",
+        path.display()
+    )]
+    Locked { path: PathBuf, detail: String },
+    /// The database could not be opened or created.
+    #[error("cannot open store {}: {detail}", path.display())]
+    Open { path: PathBuf, detail: String },
+    /// The storage engine failed an operation (I/O error, full disk, ...).
+    #[error("storage engine failed to {op}: {detail}")]
+    Engine { op: &'static str, detail: String },
+}

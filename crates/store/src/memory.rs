@@ -1,0 +1,97 @@
+//! The in-memory store: same contract as [`crate::RocksStore`], for tests of the layers above
+//! that need a real store but no disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use shoal_core::{ItemKey, ItemKind, verify_item};
+
+use crate::{Store, StoreError, StoreStats};
+
+/// Items in a `BTreeMap` behind one mutex. Values are verified on put and on get, like on disk.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    items: BTreeMap<ItemKey, Bytes>,
+    stats: StoreStats,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("memory store mutex poisoned: a thread panicked mid-update")
+    }
+
+    /// Stores `value` under `key` unverified and uncounted, as a corrupted disk would.
+    #[cfg(test)]
+    pub(crate) fn write_raw(&self, key: &ItemKey, value: &[u8]) {
+        self.inner().items.insert(*key, Bytes::copy_from_slice(value));
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl Store for MemoryStore {
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
+        for (key, value) in items {
+            verify_item(key, value).map_err(|source| StoreError::Invalid { key: *key, source })?;
+        }
+        let mut inner = self.inner();
+        for (key, value) in items {
+            let new_bytes = value.len() as u64;
+            match inner.items.insert(*key, value.clone()) {
+                None => {
+                    inner.stats.items += 1;
+                    inner.stats.bytes += new_bytes;
+                }
+                Some(old) => inner.stats.bytes = inner.stats.bytes - old.len() as u64 + new_bytes,
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError> {
+        let Some(value) = self.inner().items.get(key).cloned() else {
+            return Ok(None);
+        };
+        verify_item(key, &value).map_err(|source| StoreError::Corrupt { key: *key, source })?;
+        Ok(Some(value))
+    }
+
+    fn contains(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        Ok(self.inner().items.contains_key(key))
+    }
+
+    fn delete(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let Some(old) = inner.items.remove(key) else {
+            return Ok(false);
+        };
+        inner.stats.items -= 1;
+        inner.stats.bytes -= old.len() as u64;
+        Ok(true)
+    }
+
+    fn keys(&self, kind: ItemKind) -> Result<Vec<ItemKey>, StoreError> {
+        let first = ItemKey { kind, id: [0; 32] };
+        let inner = self.inner();
+        Ok(inner.items.range(first..).map(|(key, _)| *key).take_while(|key| key.kind == kind).collect())
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.inner().stats
+    }
+}

@@ -1,0 +1,123 @@
+# Shared by the testnet/ commands. Layout under $SHOAL_TESTNET_DIR (default
+# /var/tmp/shoal-testnet, outside the repository):
+#   size                number of peers
+#   peerI/              data dir of peer I (identity, store, api.url, p2p.addrs)
+#   peerI/log           its log
+#   peerI/pid           its process id while it runs
+#   peerI/ports         listen and API addresses, reused when the peer restarts
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TESTNET_DIR=${SHOAL_TESTNET_DIR:-/var/tmp/shoal-testnet}
+if [[ -n ${SHOAL_BIN_DIR:-} ]]; then
+  BIN_DIR=$SHOAL_BIN_DIR
+  export CARGO_TARGET_DIR=$(dirname "$BIN_DIR")
+else
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/shoal-target}
+  BIN_DIR=$CARGO_TARGET_DIR/release
+fi
+
+die() { echo "testnet: $*" >&2; exit 1; }
+
+# rocksdb's bindgen needs libclang; a fresh Debian machine lacks it.
+ensure_system_packages() {
+  local missing=()
+  command -v clang >/dev/null || missing+=(clang)
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo=sudo
+  echo "testnet: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+build() {
+  ensure_system_packages
+  (cd "$REPO" && cargo build --release --locked -p shoald -p shoal) >&2
+}
+
+peer_dir() { echo "$TESTNET_DIR/peer$1"; }
+size() { cat "$TESTNET_DIR/size" 2>/dev/null || die "no testnet in $TESTNET_DIR; start one with testnet/up"; }
+
+check_index() {
+  [[ $1 =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= $(size) )) || die "no peer $1 (peers are 1..$(size))"
+}
+
+is_running() {
+  local pid_file
+  pid_file="$(peer_dir "$1")/pid"
+  [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+api_url() { cat "$(peer_dir "$1")/api.url"; }
+
+# Every known peer address but peer $1's, comma-separated, for --bootstrap.
+bootstrap_for() {
+  local i addrs=()
+  for ((i = 1; i <= $(size); i++)); do
+    [[ $i -eq $1 ]] && continue
+    [[ -f "$(peer_dir "$i")/p2p.addrs" ]] && addrs+=("$(head -n 1 "$(peer_dir "$i")/p2p.addrs")")
+  done
+  local IFS=,
+  echo "${addrs[*]}"
+}
+
+# Starts peer $1 in the background; on its first start the OS picks its ports, which are
+# then kept so other peers find it again after a restart.
+start_peer() {
+  local i=$1 dir listen=/ip4/127.0.0.1/tcp/0 api=127.0.0.1:0
+  dir=$(peer_dir "$i")
+  mkdir -p "$dir"
+  is_running "$i" && die "peer $i is already running"
+  if [[ -f $dir/ports ]]; then
+    read -r listen api <"$dir/ports"
+  fi
+  rm -f "$dir/api.url" "$dir/p2p.addrs"
+  SHOAL_LOG=${SHOAL_LOG:-info} setsid "$BIN_DIR/shoald" \
+    --data-dir "$dir" --listen "$listen" --api-addr "$api" \
+    --bootstrap "$(bootstrap_for "$i")" >>"$dir/log" 2>&1 </dev/null &
+  echo $! >"$dir/pid"
+}
+
+# Polls until peer $1 has published its addresses, or fails with its log.
+wait_started() {
+  local i=$1 dir deadline=$((SECONDS + 30))
+  dir=$(peer_dir "$i")
+  until [[ -f $dir/api.url && -f $dir/p2p.addrs ]]; do
+    if ! is_running "$i"; then
+      tail -n 5 "$dir/log" >&2
+      die "peer $i exited during start-up (log: $dir/log)"
+    fi
+    (( SECONDS < deadline )) || die "peer $i did not start within 30 s (log: $dir/log)"
+    sleep 0.1
+  done
+  if [[ ! -f $dir/ports ]]; then
+    local listen
+    listen=$(head -n 1 "$dir/p2p.addrs")
+    echo "${listen%/p2p/*} $(sed 's|^http://||' "$dir/api.url")" >"$dir/ports"
+  fi
+}
+
+# A field of `shoal status --json` for peer $1.
+status_field() {
+  "$BIN_DIR/shoal" --api "$(api_url "$1")" status --json 2>/dev/null |
+    grep -o "\"$2\":[0-9]*" | cut -d: -f2
+}
+
+# Polls until every running peer has every other running peer in its routing table.
+wait_network() {
+  local deadline=$((SECONDS + ${1:-60})) i running=() settled
+  for ((i = 1; i <= $(size); i++)); do is_running "$i" && running+=("$i"); done
+  while true; do
+    settled=1
+    for i in "${running[@]}"; do
+      local seen
+      seen=$(status_field "$i" routing_table_peers || true)
+      [[ -n $seen && $seen -ge $((${#running[@]} - 1)) ]] || { settled=0; break; }
+    done
+    (( settled )) && return 0
+    (( SECONDS < deadline )) || die "peers did not form one network within ${1:-60} s"
+    sleep 0.2
+  done
+}
