@@ -34,7 +34,7 @@ ensure_system_packages() {
 
 build() {
   ensure_system_packages
-  (cd "$REPO" && cargo build --release --locked -p shoald -p shoal) >&2
+  (cd "$REPO" && cargo build --release --locked --workspace --bins) >&2
 }
 
 peer_dir() { echo "$TESTNET_DIR/peer$1"; }

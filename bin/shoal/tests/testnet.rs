@@ -86,12 +86,16 @@ fn one_line_error(output: &Output) -> String {
 }
 
 /// Sends raw HTTP/1.1 and returns the whole answer.
-fn http(api: &str, request: &str) -> String {
+fn http_bytes(api: &str, request: &str) -> Vec<u8> {
     let mut stream = std::net::TcpStream::connect(api.trim_start_matches("http://")).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
     answer
+}
+
+fn http(api: &str, request: &str) -> String {
+    String::from_utf8(http_bytes(api, request)).unwrap()
 }
 
 #[test]
@@ -106,6 +110,24 @@ fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
     let copy = work.path().join("copy");
     stdout(&testnet.shoal(PEERS, &["get", &id, "-o", copy.to_str().unwrap()]));
     assert!(std::fs::read(&copy).unwrap() == bytes, "peer 5 returned other bytes");
+
+    // HEAD, a range, status and metrics of the same object.
+    let head = stdout(&testnet.shoal(3, &["head", &id, "--json"]));
+    assert!(head.contains(&format!(r#""size":{}"#, 20 << 20)) && head.contains(r#""chunks":20"#), "{head}");
+    let range = format!("GET /v1/objects/{id} HTTP/1.1\r\nRange: bytes=1048570-1048580\r\nConnection: close\r\n\r\n");
+    let answer = http_bytes(&testnet.api(2), &range);
+    assert!(answer.starts_with(b"HTTP/1.1 206"));
+    assert_eq!(&answer[answer.len() - 11..], &bytes[1048570..=1048580]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&testnet.shoal(1, &["status", "--json"]))).unwrap();
+    assert_eq!(status["peers_connected"], PEERS - 1, "{status}");
+    assert!(status["items_stored"].as_u64().unwrap() > 0 && status["bytes_stored"].as_u64().unwrap() > 0);
+    assert!(status["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
+    let metrics = http(&testnet.api(1), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    for name in
+        ["shoal_http_requests_total", "shoal_object_bytes_in_total", "shoal_items_stored", "shoal_peers_connected"]
+    {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
 
     let stored_before: Vec<Vec<String>> = (1..=PEERS).map(|p| testnet.items(p)).collect();
 
@@ -150,6 +172,13 @@ fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
         .unwrap();
     assert!(one_line_error(&second).contains("is in use by another shoald"));
     assert_eq!(testnet.items(1), stored_before[0], "the refused daemon changed peer 1's store");
+
+    // SIGTERM stops every peer cleanly.
+    assert!(testnet.script("down", &["--keep"]).status.success());
+    for peer in 1..=PEERS {
+        let log = std::fs::read_to_string(testnet.peer_dir(peer).join("log")).unwrap();
+        assert!(log.contains("shoald stopped"), "peer {peer} did not stop cleanly:\n{log}");
+    }
 }
 
 #[test]

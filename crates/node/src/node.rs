@@ -62,7 +62,7 @@ pub(crate) struct Inner<S, N> {
 impl<S: Store, N: Network> Node<S, N> {
     pub fn new(config: NodeConfig, store: S, network: N) -> Self {
         assert!(config.replication_factor >= 1 && config.chunks_in_flight >= 1);
-        let write_slots = Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor * 4));
+        let write_slots = Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor * 2));
         Self { inner: Arc::new(Inner { config, store: Arc::new(store), network, write_slots }) }
     }
 

@@ -199,6 +199,9 @@ impl Store for RocksStore {
     }
 }
 
+/// Size of one chunk memtable.
+const CHUNK_MEMTABLE_BYTES: usize = 16 << 20;
+
 fn family_options(kind: ItemKind) -> Options {
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
@@ -213,6 +216,11 @@ fn family_options(kind: ItemKind) -> Options {
             options.set_blob_compression_type(DBCompressionType::None);
             // Reclaims the space of deleted chunks when compaction reaches their blob files.
             options.set_enable_blob_gc(true);
+            // Chunk bytes sit in the memtable until a flush moves them to a blob file; the
+            // default 64 MiB (twice) would dominate a daemon's memory. The WAL, not the
+            // memtable, makes them durable, so small memtables cost only more flushes.
+            options.set_write_buffer_size(CHUNK_MEMTABLE_BYTES);
+            options.set_max_write_buffer_number(2);
         }
         // Manifests are small (64 bytes a chunk) and read whole: inline values suit them.
         ItemKind::Manifest => {}
