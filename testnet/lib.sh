@@ -4,7 +4,9 @@
 #   peerI/              data dir of peer I (identity, store, api.url, p2p.addrs)
 #   peerI/log           its log
 #   peerI/pid           its process id while it runs
-#   peerI/ports         listen and API addresses, reused when the peer restarts
+#   ports_base          peer I listens on ports_base + 2I (API) and ports_base + 2I + 1 (libp2p)
+# Ports are fixed per peer and below Linux's ephemeral range (32768+), so a restarted peer
+# gets its ports back and no outgoing connection can take them meanwhile.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +34,9 @@ ensure_system_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# Builds the binaries, unless the caller (a test) already points at built ones.
 build() {
+  [[ -n ${SHOAL_BIN_DIR:-} ]] && return 0
   ensure_system_packages
   (cd "$REPO" && cargo build --release --locked --workspace --bins) >&2
 }
@@ -44,10 +48,13 @@ check_index() {
   [[ $1 =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= $(size) )) || die "no peer $1 (peers are 1..$(size))"
 }
 
+# Running and not a zombie waiting to be reaped.
 is_running() {
-  local pid_file
+  local pid_file pid
   pid_file="$(peer_dir "$1")/pid"
-  [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+  [[ -f $pid_file ]] || return 1
+  pid=$(cat "$pid_file")
+  kill -0 "$pid" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
 api_url() { cat "$(peer_dir "$1")/api.url"; }
@@ -63,19 +70,21 @@ bootstrap_for() {
   echo "${addrs[*]}"
 }
 
-# Starts peer $1 in the background; on its first start the OS picks its ports, which are
-# then kept so other peers find it again after a restart.
+# Starts peer $1 in the background. Failure detection and anti-entropy run on short
+# timers here (override with SHOAL_FAILURE_GRACE_MS, SHOAL_ANTI_ENTROPY_INTERVAL_MS), and
+# fault injection is on, for churn and repair experiments.
 start_peer() {
-  local i=$1 dir listen=/ip4/127.0.0.1/tcp/0 api=127.0.0.1:0
+  local i=$1 dir base
   dir=$(peer_dir "$i")
+  base=$(cat "$TESTNET_DIR/ports_base")
   mkdir -p "$dir"
   is_running "$i" && die "peer $i is already running"
-  if [[ -f $dir/ports ]]; then
-    read -r listen api <"$dir/ports"
-  fi
   rm -f "$dir/api.url" "$dir/p2p.addrs"
-  SHOAL_LOG=${SHOAL_LOG:-info} setsid "$BIN_DIR/shoald" \
-    --data-dir "$dir" --listen "$listen" --api-addr "$api" \
+  SHOAL_LOG=${SHOAL_LOG:-info} \
+    SHOAL_FAILURE_GRACE_MS=${SHOAL_FAILURE_GRACE_MS:-2000} \
+    SHOAL_ANTI_ENTROPY_INTERVAL_MS=${SHOAL_ANTI_ENTROPY_INTERVAL_MS:-1000} \
+    setsid "$BIN_DIR/shoald" --data-dir "$dir" --fault-injection \
+    --listen "/ip4/127.0.0.1/tcp/$((base + 2 * i + 1))" --api-addr "127.0.0.1:$((base + 2 * i))" \
     --bootstrap "$(bootstrap_for "$i")" >>"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
 }
@@ -92,11 +101,19 @@ wait_started() {
     (( SECONDS < deadline )) || die "peer $i did not start within 30 s (log: $dir/log)"
     sleep 0.1
   done
-  if [[ ! -f $dir/ports ]]; then
-    local listen
-    listen=$(head -n 1 "$dir/p2p.addrs")
-    echo "${listen%/p2p/*} $(sed 's|^http://||' "$dir/api.url")" >"$dir/ports"
+}
+
+# Starts peers $1..$2 (peer 1 alone first when it is among them) and waits for the network.
+start_peers() {
+  local i first=$1
+  if (( first == 1 )); then
+    start_peer 1
+    wait_started 1
+    first=2
   fi
+  for ((i = first; i <= $2; i++)); do start_peer "$i"; done
+  for ((i = first; i <= $2; i++)); do wait_started "$i"; done
+  wait_network 60
 }
 
 # A field of `shoal status --json` for peer $1.

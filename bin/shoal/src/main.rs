@@ -188,5 +188,20 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("routing table      {} peers", status.routing_table_peers);
     println!("connected          {} peers", status.peers_connected);
     println!("stored             {} items, {} bytes", status.items_stored, status.bytes_stored);
+    let repair = &status.repair;
+    println!("counted as holders {} peers (this one included)", repair.peers_counted);
+    println!("repair             {} under-replicated, {} queued", repair.under_replicated, repair.backlog);
+    println!(
+        "repaired           {} items, {} bytes, {} handed off",
+        repair.items_moved, repair.bytes_moved, repair.handoffs
+    );
+    println!(
+        "anti-entropy       {} rounds, {} exchanges, {} bytes",
+        repair.rounds, repair.anti_entropy_exchanges, repair.anti_entropy_bytes
+    );
+    println!(
+        "scrub              {} checked, {} corrupt, {} repaired",
+        repair.scrubbed, repair.corrupt_found, repair.corrupt_repaired
+    );
     Ok(())
 }

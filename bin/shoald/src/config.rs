@@ -31,6 +31,16 @@ pub struct Args {
     /// Replication factor R; must be the same on every peer of a network.
     #[arg(long, env = "SHOAL_REPLICATION_FACTOR")]
     pub replication_factor: Option<usize>,
+    /// How long a disconnected peer still counts as a holder before repair replaces it.
+    #[arg(long, env = "SHOAL_FAILURE_GRACE_MS")]
+    pub failure_grace_ms: Option<u64>,
+    /// Time between anti-entropy rounds when nothing changes.
+    #[arg(long, env = "SHOAL_ANTI_ENTROPY_INTERVAL_MS")]
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Serve POST /v1/debug/corrupt/{kind}/{id}, which damages a local item: for tests
+    /// and repair drills only.
+    #[arg(long, env = "SHOAL_FAULT_INJECTION")]
+    pub fault_injection: bool,
 }
 
 /// Every setting, with its default. Unknown keys in the TOML file are errors, so a typo
@@ -45,6 +55,13 @@ pub struct Config {
     pub replication_factor: usize,
     pub chunks_in_flight: usize,
     pub request_timeout_secs: u64,
+    pub failure_grace_ms: u64,
+    pub anti_entropy_interval_ms: u64,
+    pub repair_concurrency: usize,
+    pub repair_bytes_per_sec: u64,
+    pub scrub_bytes_per_sec: u64,
+    pub scrub_pause_secs: u64,
+    pub fault_injection: bool,
 }
 
 impl Default for Config {
@@ -57,6 +74,13 @@ impl Default for Config {
             replication_factor: 3,
             chunks_in_flight: 8,
             request_timeout_secs: 30,
+            failure_grace_ms: 30_000,
+            anti_entropy_interval_ms: 30_000,
+            repair_concurrency: 4,
+            repair_bytes_per_sec: 64 << 20,
+            scrub_bytes_per_sec: 8 << 20,
+            scrub_pause_secs: 3600,
+            fault_injection: false,
         }
     }
 }
@@ -82,6 +106,13 @@ impl Config {
         if let Some(r) = args.replication_factor {
             config.replication_factor = r;
         }
+        if let Some(grace) = args.failure_grace_ms {
+            config.failure_grace_ms = grace;
+        }
+        if let Some(interval) = args.anti_entropy_interval_ms {
+            config.anti_entropy_interval_ms = interval;
+        }
+        config.fault_injection |= args.fault_injection;
         config.validate()?;
         Ok(config)
     }
@@ -95,12 +126,29 @@ impl Config {
         anyhow::ensure!((1..=16).contains(&self.replication_factor), "replication factor must be 1 to 16");
         anyhow::ensure!((1..=256).contains(&self.chunks_in_flight), "chunks_in_flight must be 1 to 256");
         anyhow::ensure!(self.request_timeout_secs > 0, "request_timeout_secs must be positive");
+        anyhow::ensure!(self.anti_entropy_interval_ms > 0, "anti_entropy_interval_ms must be positive");
+        anyhow::ensure!((1..=256).contains(&self.repair_concurrency), "repair_concurrency must be 1 to 256");
+        anyhow::ensure!(self.repair_bytes_per_sec > 0, "repair_bytes_per_sec must be positive");
+        anyhow::ensure!(self.scrub_bytes_per_sec > 0, "scrub_bytes_per_sec must be positive");
         anyhow::ensure!(!self.listen.is_empty(), "at least one listen address is needed");
         Ok(())
     }
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn node_config(&self) -> shoal_node::NodeConfig {
+        shoal_node::NodeConfig {
+            replication_factor: self.replication_factor,
+            chunks_in_flight: self.chunks_in_flight,
+            failure_grace: Duration::from_millis(self.failure_grace_ms),
+            anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms),
+            repair_concurrency: self.repair_concurrency,
+            repair_bytes_per_sec: self.repair_bytes_per_sec,
+            scrub_bytes_per_sec: self.scrub_bytes_per_sec,
+            scrub_pause: Duration::from_secs(self.scrub_pause_secs),
+        }
     }
 }
 

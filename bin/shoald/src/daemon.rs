@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use shoal_net::{InboundRequest, NetConfig};
-use shoal_node::{Node, NodeConfig};
+use shoal_net::{InboundRequest, NetConfig, PeerEvent};
+use shoal_node::Node;
 use shoal_store::RocksStore;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -41,12 +41,9 @@ impl Daemon {
         net_config.listen = parse_addrs(&config.listen, "listen")?;
         net_config.bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
         net_config.request_timeout = config.request_timeout();
-        let (client, inbound) = shoal_net::start(net_config).await?;
-        let network_status = client.status().await?;
-
-        let node_config =
-            NodeConfig { replication_factor: config.replication_factor, chunks_in_flight: config.chunks_in_flight };
-        let node = Node::new(node_config, store, Libp2pNetwork(client));
+        let network = shoal_net::start(net_config).await?;
+        let network_status = network.client.status().await?;
+        let node = Node::new(config.node_config(), store, Libp2pNetwork(network.client))?;
         let listener = tokio::net::TcpListener::bind(config.api_addr)
             .await
             .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
@@ -57,7 +54,13 @@ impl Daemon {
         info!(peer = %network_status.peer_id, api = %api_url, addrs = ?network_status.listen_addrs, "shoald started");
 
         let (shutdown, shutdown_rx) = oneshot::channel();
-        let task = tokio::spawn(serve(node, inbound, listener, shutdown_rx, data_dir));
+        let background = vec![
+            tokio::spawn(answer_peers(node.clone(), network.inbound)),
+            tokio::spawn(follow_peers(node.clone(), network.peer_events)),
+            tokio::spawn(node.clone().run_maintenance()),
+        ];
+        let api = shoal_api::router(node, shoal_api::Options { fault_injection: config.fault_injection });
+        let task = tokio::spawn(serve(api, listener, shutdown_rx, background, data_dir));
         Ok(Self { api_url, peer_id: network_status.peer_id, p2p_addrs: network_status.listen_addrs, shutdown, task })
     }
 
@@ -72,26 +75,38 @@ fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<shoal_net::Mu
     addrs.iter().map(|a| a.parse().map_err(|e| anyhow::anyhow!("bad {what} address {a:?}: {e}"))).collect()
 }
 
+/// Serves the API until shutdown, then stops the background tasks, whose node handles
+/// keep the network and the store open.
 async fn serve(
-    node: ShoalNode,
-    inbound: mpsc::Receiver<InboundRequest>,
+    api: axum::Router,
     listener: tokio::net::TcpListener,
     shutdown: oneshot::Receiver<()>,
+    background: Vec<JoinHandle<()>>,
     data_dir: DataDir,
 ) -> anyhow::Result<()> {
-    let answering = tokio::spawn(answer_peers(node.clone(), inbound));
-    let app = shoal_api::router(node);
-    let result = axum::serve(listener, app)
+    let result = axum::serve(listener, api)
         .with_graceful_shutdown(async {
             let _ = shutdown.await;
         })
         .await;
-    answering.abort();
-    let _ = answering.await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     info!("shoald stopped");
     // The store and the swarm close as the last node handles drop; the lock goes last.
     drop(data_dir);
     result.context("API server failed")
+}
+
+/// Feeds the network's peer events to failure detection.
+async fn follow_peers(node: ShoalNode, mut events: mpsc::UnboundedReceiver<PeerEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            PeerEvent::Up(peer) => node.peer_up(peer),
+            PeerEvent::Down(peer) => node.peer_down(&peer),
+        }
+    }
 }
 
 /// Answers other peers' transfer requests, a bounded number at a time.

@@ -7,6 +7,7 @@
 //! | `GET /v1/objects/{id}` (Range) / `HEAD` | streams the object out, verified |
 //! | `GET /v1/status` | the peer, its network and its store |
 //! | `GET /v1/items` | the items this peer holds (kind and hex key) |
+//! | `POST /v1/debug/corrupt/{kind}/{id}` | with `--fault-injection` only: damages a local item |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`, with a stable `code`.
@@ -22,8 +23,9 @@ mod server;
 
 pub use client::{Client, ClientError, ObjectDownload, ObjectInfo};
 pub use error::{ApiError, ErrorCode};
-pub use server::{LocalItem, StatusReport, router};
+pub use server::{LocalItem, Options, StatusReport, router};
 pub use shoal_node::PutReceipt;
+pub use shoal_node::RepairStatus;
 
 /// Response header carrying an object's chunk count.
 pub const CHUNKS_HEADER: &str = "x-shoal-chunks";

@@ -23,6 +23,12 @@ pub(crate) struct Metrics {
     pub bytes_stored: Gauge,
     pub peers_connected: Gauge,
     pub routing_table_peers: Gauge,
+    repair: Family<RepairLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RepairLabels {
+    figure: &'static str,
 }
 
 impl Metrics {
@@ -41,7 +47,33 @@ impl Metrics {
             "Peers in the Kademlia routing table",
             metrics.routing_table_peers.clone(),
         );
+        shoal.register(
+            "repair",
+            "Repair, anti-entropy and scrub figures: counts since start, except backlog, under_replicated \
+             and peers_counted, which are current",
+            metrics.repair.clone(),
+        );
         metrics
+    }
+
+    pub fn set_repair(&self, repair: &shoal_node::RepairStatus) {
+        let figures = [
+            ("peers_counted", repair.peers_counted as u64),
+            ("backlog", repair.backlog),
+            ("under_replicated", repair.under_replicated),
+            ("items_moved", repair.items_moved),
+            ("bytes_moved", repair.bytes_moved),
+            ("handoffs", repair.handoffs),
+            ("rounds", repair.rounds),
+            ("anti_entropy_exchanges", repair.anti_entropy_exchanges),
+            ("anti_entropy_bytes", repair.anti_entropy_bytes),
+            ("scrubbed", repair.scrubbed),
+            ("corrupt_found", repair.corrupt_found),
+            ("corrupt_repaired", repair.corrupt_repaired),
+        ];
+        for (figure, value) in figures {
+            self.repair.get_or_create(&RepairLabels { figure }).set(value as i64);
+        }
     }
 
     pub fn encode(&self) -> String {

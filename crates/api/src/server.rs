@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::{Consistency, ItemKind, ObjectId};
-use shoal_node::{Network, Node, PutReceipt};
+use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId};
+use shoal_node::{Network, Node, PutReceipt, RepairStatus};
 use shoal_store::Store;
 
 use crate::CHUNKS_HEADER;
@@ -31,7 +31,15 @@ pub struct StatusReport {
     pub replication_factor: usize,
     pub items_stored: u64,
     pub bytes_stored: u64,
+    pub repair: RepairStatus,
     pub version: String,
+}
+
+/// Optional parts of the API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Serve `POST /v1/debug/corrupt/{kind}/{id}`, which damages a local item.
+    pub fault_injection: bool,
 }
 
 /// One entry of `GET /v1/items`: an item this peer holds.
@@ -56,9 +64,13 @@ struct PutParams {
 }
 
 /// The API over `node`.
-pub fn router<S: Store, N: Network>(node: Node<S, N>) -> Router {
+pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Router {
     let state = Arc::new(AppState { node, metrics: Metrics::new() });
-    Router::new()
+    let mut router = Router::new();
+    if options.fault_injection {
+        router = router.route("/v1/debug/corrupt/{kind}/{id}", post(corrupt_item::<S, N>));
+    }
+    router
         .route("/v1/objects", post(put_object::<S, N>))
         .route("/v1/objects/{id}", get(get_object::<S, N>))
         .route("/v1/status", get(status::<S, N>))
@@ -164,6 +176,7 @@ async fn status<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json
         replication_factor: status.replication_factor,
         items_stored: status.items_stored,
         bytes_stored: status.bytes_stored,
+        repair: status.repair,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
 }
@@ -175,6 +188,7 @@ async fn metrics<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<imp
     metrics.bytes_stored.set(status.bytes_stored as i64);
     metrics.peers_connected.set(status.network.connected_peers as i64);
     metrics.routing_table_peers.set(status.network.routing_table_peers as i64);
+    metrics.set_repair(&status.repair);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], metrics.encode()))
 }
@@ -183,4 +197,20 @@ async fn metrics<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<imp
 async fn local_items<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json<Vec<LocalItem>>, ApiError> {
     let items = state.node.local_items().await?;
     Ok(Json(items.into_iter().map(|key| LocalItem { kind: key.kind, id: hex::encode(key.id) }).collect()))
+}
+
+/// Fault injection: damages this peer's copy of an item, as a failing disk would.
+async fn corrupt_item<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let kind = ItemKind::ALL
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("unknown item kind {kind:?}")))?;
+    let id = parse_id(&id)?;
+    match state.node.corrupt_local(ItemKey { kind, id: id.0 }).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(ErrorCode::NotFound, format!("this peer holds no {} {id}", kind.name()))),
+    }
 }

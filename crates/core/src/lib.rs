@@ -11,6 +11,7 @@
 pub mod chunking;
 pub mod codec;
 mod consistency;
+pub mod digest;
 mod id;
 mod item;
 mod manifest;

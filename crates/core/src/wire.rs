@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ItemKey;
+use crate::digest::{Bucket, Fingerprint, TreeNode};
 
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +14,15 @@ pub enum Request {
     Store { key: ItemKey, value: Bytes },
     /// Send this item if you hold it.
     Fetch { key: ItemKey },
+    /// Are you there? Answered with [`Response::Pong`].
+    Ping,
+    /// Anti-entropy: your fingerprints of these tree nodes, over the buckets (or, in
+    /// buckets without a single holder set, the keys) that both of us should hold.
+    Digests { nodes: Vec<TreeNode> },
+    /// Anti-entropy: every key you hold in these buckets.
+    BucketKeys { buckets: Vec<Bucket> },
+    /// Handoff: which of these items do you hold?
+    Have { keys: Vec<ItemKey> },
 }
 
 /// The answer to a [`Request`].
@@ -22,6 +32,11 @@ pub enum Response {
     Stored,
     /// The item, or `None` when this peer does not hold it.
     Item(Option<Bytes>),
+    Pong,
+    Digests(Vec<Fingerprint>),
+    Keys(Vec<ItemKey>),
+    /// One answer per asked key, in order.
+    Have(Vec<bool>),
     /// The request failed on the remote side.
     Failed(String),
 }

@@ -14,6 +14,15 @@ pub struct InboundRequest {
     pub reply: oneshot::Sender<Response>,
 }
 
+/// What the network tells the node about other peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A compatible peer (same protocol and replication factor) is connected.
+    Up(PeerKey),
+    /// The last connection to a peer closed.
+    Down(PeerKey),
+}
+
 /// What the swarm reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetStatus {

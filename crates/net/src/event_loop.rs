@@ -18,9 +18,9 @@ use shoal_core::wire::{Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::NetConfig;
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::client::{Client, Command, InboundRequest, NetError, NetStatus};
+use crate::client::{Client, Command, InboundRequest, NetError, NetStatus, PeerEvent};
+use crate::{NetConfig, Network};
 
 /// Commands queued from clients before senders wait.
 const COMMAND_QUEUE_LEN: usize = 1024;
@@ -31,6 +31,10 @@ struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<InboundRequest>,
+    /// Unbounded but small: one event per connection change of a peer.
+    peer_events: mpsc::UnboundedSender<PeerEvent>,
+    /// Peers that passed the compatibility check and have a connection open.
+    compatible: HashSet<PeerId>,
     protocol_version: String,
     pending_lookups: HashMap<QueryId, oneshot::Sender<Vec<PeerKey>>>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
@@ -45,7 +49,7 @@ fn peer_key(peer: &PeerId) -> PeerKey {
     PeerKey::from_bytes(&peer.to_bytes())
 }
 
-pub(crate) async fn start(config: NetConfig) -> Result<(Client, mpsc::Receiver<InboundRequest>), NetError> {
+pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
     let keypair = config.keypair.clone();
     let local_peer = keypair.public().to_peer_id();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
@@ -64,10 +68,13 @@ pub(crate) async fn start(config: NetConfig) -> Result<(Client, mpsc::Receiver<I
 
     let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound, inbound_rx) = mpsc::channel(config.inbound_queue_len);
+    let (peer_events, peer_events_rx) = mpsc::unbounded_channel();
     let event_loop = EventLoop {
         swarm,
         commands,
         inbound,
+        peer_events,
+        compatible: HashSet::new(),
         protocol_version: config.protocol_version(),
         pending_lookups: HashMap::new(),
         pending_requests: HashMap::new(),
@@ -77,7 +84,11 @@ pub(crate) async fn start(config: NetConfig) -> Result<(Client, mpsc::Receiver<I
         bootstrapped: false,
     };
     tokio::spawn(event_loop.run());
-    Ok((Client::new(command_tx, peer_key(&local_peer)), inbound_rx))
+    Ok(Network {
+        client: Client::new(command_tx, peer_key(&local_peer)),
+        inbound: inbound_rx,
+        peer_events: peer_events_rx,
+    })
 }
 
 /// Binds every address and waits until each listener reports the address it got, so
@@ -179,12 +190,21 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.on_transfer_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, result: Err(error), .. })) => {
+                // A connection that stopped answering pings is dead even if TCP has not
+                // noticed yet: closing it lets failure detection start its grace period.
+                debug!(%peer, "ping failed, disconnecting: {error}");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.connected.insert(peer_id);
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                if self.compatible.remove(&peer_id) {
+                    let _ = self.peer_events.send(PeerEvent::Down(peer_key(&peer_id)));
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => self.listen_addrs.push(address),
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
@@ -228,6 +248,9 @@ impl EventLoop {
         // Kad does not learn the listen addresses of peers that dialed us; identify does.
         for addr in info.listen_addrs {
             self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+        }
+        if self.connected.contains(&peer_id) && self.compatible.insert(peer_id) {
+            let _ = self.peer_events.send(PeerEvent::Up(peer_key(&peer_id)));
         }
         if !self.bootstrapped {
             self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();

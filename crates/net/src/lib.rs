@@ -19,7 +19,7 @@ mod identity;
 
 use std::time::Duration;
 
-pub use client::{Client, InboundRequest, NetError, NetStatus};
+pub use client::{Client, InboundRequest, NetError, NetStatus, PeerEvent};
 pub use identity::{IdentityError, load_or_create_identity};
 pub use libp2p::Multiaddr;
 pub use libp2p::identity::Keypair;
@@ -62,10 +62,18 @@ impl NetConfig {
     }
 }
 
+/// What [`start`] hands back: the handle, and the streams of what other peers do.
+#[derive(Debug)]
+pub struct Network {
+    pub client: Client,
+    pub inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+    pub peer_events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+}
+
 /// Starts the swarm: binds every listen address, dials the bootstrap peers and spawns the
 /// event loop. Returns once the listeners are bound, so [`Client::status`] already
 /// reports real ports.
-pub async fn start(config: NetConfig) -> Result<(Client, tokio::sync::mpsc::Receiver<InboundRequest>), NetError> {
+pub async fn start(config: NetConfig) -> Result<Network, NetError> {
     event_loop::start(config).await
 }
 

@@ -10,9 +10,12 @@
 //! blocking pool, never on the async workers.
 
 mod error;
+mod index;
+mod membership;
 mod network;
 mod node;
 mod read;
+mod repair;
 mod write;
 
 #[cfg(test)]
@@ -21,4 +24,5 @@ mod tests;
 pub use error::NodeError;
 pub use network::{Network, NetworkError, NetworkStatus};
 pub use node::{Node, NodeConfig, NodeStatus};
+pub use repair::RepairStatus;
 pub use write::PutReceipt;

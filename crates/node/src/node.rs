@@ -1,15 +1,20 @@
 //! The node: shared state, placement, local store access and inbound requests.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
-use shoal_core::{ItemKey, PeerKey};
+use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tracing::warn;
 
+use crate::index::KeyIndex;
+use crate::membership::Membership;
+use crate::repair::{MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit, RepairCounters, RepairStatus};
 use crate::{Network, NodeError};
 
 /// Replica settings. R is network-wide; the window bounds memory per request.
@@ -20,11 +25,32 @@ pub struct NodeConfig {
     /// Chunks in flight per put or get: memory per transfer is about this many MiB times
     /// (1 + R) on a put.
     pub chunks_in_flight: usize,
+    /// How long a peer whose connections closed still counts as a holder.
+    pub failure_grace: Duration,
+    /// Time between repair rounds when nothing changes.
+    pub anti_entropy_interval: Duration,
+    /// Repair transfers running at once.
+    pub repair_concurrency: usize,
+    /// Average bytes per second that repair may move.
+    pub repair_bytes_per_sec: u64,
+    /// Average bytes per second that scrub may read.
+    pub scrub_bytes_per_sec: u64,
+    /// Pause between two scrub passes over every item.
+    pub scrub_pause: Duration,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { replication_factor: 3, chunks_in_flight: 8 }
+        Self {
+            replication_factor: 3,
+            chunks_in_flight: 8,
+            failure_grace: Duration::from_secs(30),
+            anti_entropy_interval: Duration::from_secs(30),
+            repair_concurrency: 4,
+            repair_bytes_per_sec: 64 << 20,
+            scrub_bytes_per_sec: 8 << 20,
+            scrub_pause: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -35,6 +61,7 @@ pub struct NodeStatus {
     pub replication_factor: usize,
     pub items_stored: u64,
     pub bytes_stored: u64,
+    pub repair: RepairStatus,
 }
 
 /// A Shoal peer's replica logic. Cheap to clone.
@@ -57,13 +84,39 @@ pub(crate) struct Inner<S, N> {
     /// Replica writes outstanding on this node, including those that go on after a put
     /// met its consistency level.
     pub write_slots: Arc<Semaphore>,
+    /// The items in `store`, by bucket. Updated after every store write or delete.
+    pub index: Mutex<KeyIndex>,
+    pub membership: Mutex<Membership>,
+    pub counters: RepairCounters,
+    pub repair_wakeup: Notify,
+    pub repair_rate: RateLimit,
+    pub scrub_rate: RateLimit,
+    /// Corrupt local items being replaced right now.
+    pub corrupt_in_repair: Mutex<HashSet<ItemKey>>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
-    pub fn new(config: NodeConfig, store: S, network: N) -> Self {
-        assert!(config.replication_factor >= 1 && config.chunks_in_flight >= 1);
-        let write_slots = Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor * 2));
-        Self { inner: Arc::new(Inner { config, store: Arc::new(store), network, write_slots }) }
+    /// A node over `store`; reads every key once to build its index.
+    pub fn new(config: NodeConfig, store: S, network: N) -> Result<Self, NodeError> {
+        assert!(config.replication_factor >= 1 && config.chunks_in_flight >= 1 && config.repair_concurrency >= 1);
+        let mut keys = Vec::new();
+        for kind in ItemKind::ALL {
+            keys.extend(store.keys(kind)?);
+        }
+        let inner = Inner {
+            write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor * 2)),
+            index: Mutex::new(KeyIndex::new(keys)),
+            membership: Mutex::new(Membership::new(config.failure_grace)),
+            counters: RepairCounters::default(),
+            repair_wakeup: Notify::new(),
+            repair_rate: RateLimit::new(config.repair_bytes_per_sec),
+            scrub_rate: RateLimit::new(config.scrub_bytes_per_sec),
+            corrupt_in_repair: Mutex::new(HashSet::new()),
+            config,
+            store: Arc::new(store),
+            network,
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -94,15 +147,26 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     pub(crate) async fn store_local(&self, key: ItemKey, value: Bytes) -> Result<(), StoreError> {
-        self.with_store(move |store| store.put(&[(key, value)])).await
+        self.with_store(move |store| store.put(&[(key, value)])).await?;
+        self.inner.index.lock().expect("never poisoned").insert(key);
+        Ok(())
     }
 
-    /// The item from the local store; a corrupt copy counts as absent (and is logged).
+    pub(crate) async fn delete_local(&self, key: ItemKey) -> Result<(), StoreError> {
+        self.with_store(move |store| store.delete(&key)).await?;
+        self.inner.index.lock().expect("never poisoned").remove(&key);
+        Ok(())
+    }
+
+    /// The item from the local store. A copy that fails verification counts as absent and
+    /// is replaced from another holder in the background.
     pub(crate) async fn fetch_local(&self, key: ItemKey) -> Option<Bytes> {
         match self.with_store(move |store| store.get(&key)).await {
             Ok(value) => value,
             Err(error) => {
                 warn!(item = ?key, "local copy unusable: {error}");
+                let node = self.clone();
+                tokio::spawn(async move { node.repair_corrupt(key).await });
                 None
             }
         }
@@ -119,7 +183,30 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             },
             Request::Fetch { key } => Response::Item(self.fetch_local(key).await),
+            Request::Ping => Response::Pong,
+            Request::Digests { nodes } => {
+                if nodes.len() > MAX_NODES_PER_REQUEST || !nodes.iter().all(|node| node.is_valid()) {
+                    return Response::Failed("malformed digest request".into());
+                }
+                let node = self.clone();
+                let from = from.clone();
+                // Fingerprinting walks every occupied bucket: keep it off the async workers.
+                tokio::task::spawn_blocking(move || Response::Digests(node.digests(&node.view(), &from, &nodes)))
+                    .await
+                    .expect("digests do not panic")
+            }
+            Request::BucketKeys { buckets } if buckets.len() <= MAX_NODES_PER_REQUEST => {
+                Response::Keys(self.bucket_keys(&buckets))
+            }
+            Request::Have { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => Response::Have(self.have(&keys)),
+            Request::BucketKeys { .. } | Request::Have { .. } => Response::Failed("too many keys asked".into()),
         }
+    }
+
+    /// Fault injection for tests and drills: damages the local copy of `key` as a failing
+    /// disk would. Returns false if this peer does not hold it.
+    pub async fn corrupt_local(&self, key: ItemKey) -> Result<bool, NodeError> {
+        Ok(self.with_store(move |store| store.corrupt(&key)).await?)
     }
 
     /// Every item in this peer's store.
@@ -139,11 +226,13 @@ impl<S: Store, N: Network> Node<S, N> {
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let network = self.inner.network.status().await?;
         let stats = self.inner.store.stats();
+        let peers_counted = self.view().len();
         Ok(NodeStatus {
             network,
             replication_factor: self.inner.config.replication_factor,
             items_stored: stats.items,
             bytes_stored: stats.bytes,
+            repair: self.inner.counters.snapshot(peers_counted),
         })
     }
 }

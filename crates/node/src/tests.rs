@@ -97,7 +97,7 @@ impl Cluster {
     fn add_peer(&mut self) -> usize {
         let peer = PeerKey::from_bytes(format!("peer-{}", self.peers.len()).as_bytes());
         let network = FakeNetwork { me: peer.clone(), world: self.world.clone() };
-        let node = Node::new(NodeConfig::default(), MemoryStore::default(), network);
+        let node = Node::new(NodeConfig::default(), MemoryStore::default(), network).unwrap();
         self.world.nodes.lock().unwrap().insert(peer.clone(), node);
         self.peers.push(peer);
         self.peers.len() - 1
@@ -254,4 +254,171 @@ async fn the_empty_object_round_trips() {
         cluster.node(0).put(stream::empty::<Result<Bytes, std::io::Error>>(), Consistency::All).await.unwrap();
     assert_eq!(receipt.id, ObjectId::of_empty());
     assert_eq!(get_all(&cluster.node(2), receipt.id).await.unwrap(), Bytes::new());
+}
+
+mod repair {
+    use std::time::Duration;
+
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(30);
+
+    impl Cluster {
+        fn connect_all(&self) {
+            for a in 0..self.peers.len() {
+                for b in 0..self.peers.len() {
+                    self.node(a).peer_up(self.peers[b].clone());
+                }
+            }
+        }
+
+        fn live(&self) -> Vec<usize> {
+            (0..self.peers.len()).filter(|&i| self.fault(i) != Some(Fault::Down)).collect()
+        }
+
+        fn fault(&self, index: usize) -> Option<Fault> {
+            self.world.faults.lock().unwrap().get(&self.peers[index]).copied()
+        }
+
+        fn kill(&self, index: usize) {
+            self.set_fault(index, Fault::Down);
+            for other in self.live() {
+                self.node(other).peer_down(&self.peers[index]);
+            }
+        }
+
+        fn revive(&self, index: usize) {
+            self.world.faults.lock().unwrap().remove(&self.peers[index]);
+            for other in self.live() {
+                self.node(other).peer_up(self.peers[index].clone());
+                self.node(index).peer_up(self.peers[other].clone());
+            }
+        }
+
+        /// Repair rounds on every live peer, one after the other, checking after each
+        /// that no item has fewer than R copies among live peers.
+        async fn repair_everywhere(&self, keys: &HashSet<ItemKey>) {
+            for index in self.live() {
+                self.node(index).repair_round().await;
+                for key in keys {
+                    let live: HashSet<PeerKey> = self.live().into_iter().map(|i| self.peers[i].clone()).collect();
+                    let copies = self.holders(key).intersection(&live).count();
+                    assert!(copies >= 3, "{key:?} down to {copies} copies after peer {index}'s round");
+                }
+            }
+        }
+
+        /// Every item on exactly its R closest live peers and nowhere else alive.
+        fn assert_exact_placement(&self, keys: &HashSet<ItemKey>) {
+            let live: Vec<PeerKey> = self.live().into_iter().map(|i| self.peers[i].clone()).collect();
+            for key in keys {
+                let expected: HashSet<PeerKey> = closest(&key.id, &live, 3).into_iter().collect();
+                let actual: HashSet<PeerKey> = self.holders(key).into_iter().filter(|p| live.contains(p)).collect();
+                assert_eq!(actual, expected, "{key:?}");
+            }
+        }
+
+        fn moved(&self) -> u64 {
+            self.live()
+                .into_iter()
+                .map(|i| self.node(i).inner.counters.items_moved.load(std::sync::atomic::Ordering::Relaxed))
+                .sum()
+        }
+    }
+
+    async fn stocked_cluster(size: usize) -> (Cluster, HashSet<ItemKey>) {
+        let cluster = Cluster::new(size);
+        cluster.connect_all();
+        for (i, len) in [1, 5000, CHUNK_SIZE + 1, 3 * CHUNK_SIZE].into_iter().enumerate() {
+            cluster.node(i % size).put(body(&object(len)), Consistency::All).await.unwrap();
+        }
+        let keys = cluster.all_keys();
+        cluster.assert_exact_placement(&keys);
+        (cluster, keys)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_peers_items_regain_r_copies_after_the_grace_period() {
+        let (cluster, keys) = stocked_cluster(8).await;
+        let victim = (0..8).max_by_key(|&i| cluster.node(i).inner.store.stats().items).unwrap();
+        cluster.kill(victim);
+
+        // Within the grace period the peer still counts: nothing moves.
+        cluster.repair_everywhere(&HashSet::new()).await;
+        assert_eq!(cluster.moved(), 0);
+
+        tokio::time::advance(GRACE + Duration::from_secs(1)).await;
+        cluster.repair_everywhere(&HashSet::new()).await;
+        cluster.assert_exact_placement(&keys);
+        assert!(cluster.moved() > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_joining_peer_receives_its_items_and_handoff_never_drops_below_r() {
+        let (mut cluster, keys) = stocked_cluster(6).await;
+        for _ in 0..3 {
+            cluster.add_peer();
+        }
+        cluster.connect_all();
+        cluster.repair_everywhere(&keys).await;
+        cluster.repair_everywhere(&keys).await;
+        cluster.assert_exact_placement(&keys);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_returning_peer_counts_again_and_extra_copies_are_handed_off() {
+        let (cluster, keys) = stocked_cluster(6).await;
+        let victim = (0..6).max_by_key(|&i| cluster.node(i).inner.store.stats().items).unwrap();
+        cluster.kill(victim);
+        tokio::time::advance(GRACE + Duration::from_secs(1)).await;
+        cluster.repair_everywhere(&HashSet::new()).await;
+        cluster.assert_exact_placement(&keys);
+
+        // It comes back with everything it had: its items are over-replicated until the
+        // peers that stood in for it hand their copies back.
+        cluster.revive(victim);
+        cluster.repair_everywhere(&keys).await;
+        cluster.repair_everywhere(&keys).await;
+        cluster.assert_exact_placement(&keys);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn digests_that_differ_in_one_item_move_exactly_that_item() {
+        let (cluster, keys) = stocked_cluster(5).await;
+        // In sync: a round moves nothing and costs one small exchange per peer.
+        cluster.repair_everywhere(&keys).await;
+        assert_eq!(cluster.moved(), 0);
+        let node = cluster.node(0);
+        let bytes_before = node.inner.counters.anti_entropy_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        node.repair_round().await;
+        let bytes = node.inner.counters.anti_entropy_bytes.load(std::sync::atomic::Ordering::Relaxed) - bytes_before;
+        assert!(bytes <= 4 * 64, "{bytes} bytes for four in-sync exchanges");
+
+        // Drop one item from one holder: its next round fetches that item and nothing else.
+        let key = *node.local_items().await.unwrap().first().unwrap();
+        node.delete_local(key).await.unwrap();
+        node.repair_round().await;
+        assert_eq!(cluster.moved(), 1);
+        assert!(node.inner.store.contains(&key).unwrap());
+        cluster.assert_exact_placement(&keys);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_corrupt_copy_is_replaced_from_a_replica() {
+        let (cluster, _) = stocked_cluster(4).await;
+        let node = cluster.node(0);
+        let key = *node.local_items().await.unwrap().iter().find(|k| k.kind == ItemKind::Chunk).unwrap();
+        assert!(node.inner.store.corrupt(&key).unwrap());
+        assert!(node.fetch_local(key).await.is_none(), "a corrupt copy is never handed out");
+        // That read started the repair in the background; poll until it is done.
+        for _ in 0..1000 {
+            if node.inner.store.get(&key).is_ok_and(|value| value.is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(node.fetch_local(key).await.is_some());
+        let counters = &node.inner.counters;
+        assert!(counters.corrupt_repaired.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    }
 }

@@ -39,7 +39,7 @@ impl Harness for Rocks {
     }
 
     fn write_raw(store: &RocksStore, key: &ItemKey, value: &[u8]) {
-        store.write_raw(key, value);
+        store.write_raw(key, value).expect("raw test write");
     }
 }
 

@@ -52,6 +52,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Items and bytes held, exact, maintained incrementally (no scan per call).
     fn stats(&self) -> StoreStats;
+
+    /// Fault injection for tests and drills: flips a byte of the stored value, bypassing
+    /// verification, as a failing disk would. `Ok(false)` if the item is absent or empty.
+    fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError>;
 }
 
 /// So one store can be shared by the node's tasks as `Arc<S>` or `Arc<dyn Store>`.
@@ -78,6 +82,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
+    }
+
+    fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        (**self).corrupt(key)
     }
 }
 

@@ -94,4 +94,15 @@ impl Store for MemoryStore {
     fn stats(&self) -> StoreStats {
         self.inner().stats
     }
+
+    fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let Some(value) = inner.items.get_mut(key).filter(|value| !value.is_empty()) else {
+            return Ok(false);
+        };
+        let mut flipped = value.to_vec();
+        flipped[0] ^= 0xff;
+        *value = flipped.into();
+        Ok(true)
+    }
 }

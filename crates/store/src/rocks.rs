@@ -95,9 +95,8 @@ impl RocksStore {
     }
 
     /// Stores `value` under `key` unverified and uncounted, as a corrupted disk would.
-    #[cfg(test)]
-    pub(crate) fn write_raw(&self, key: &ItemKey, value: &[u8]) {
-        self.db.put_cf(self.family(key.kind), key.id, value).expect("raw test write");
+    pub(crate) fn write_raw(&self, key: &ItemKey, value: &[u8]) -> Result<(), StoreError> {
+        self.db.put_cf_opt(self.family(key.kind), key.id, value, &synced()).map_err(engine("write"))
     }
 }
 
@@ -196,6 +195,17 @@ impl Store for RocksStore {
 
     fn stats(&self) -> StoreStats {
         StoreStats { items: self.items.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+
+    fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {
+        let _stripe = self.lock_stripes(std::iter::once(key));
+        let Some(mut value) = self.db.get_cf(self.family(key.kind), key.id).map_err(engine("read"))? else {
+            return Ok(false);
+        };
+        let Some(first) = value.first_mut() else { return Ok(false) };
+        *first ^= 0xff;
+        self.write_raw(key, &value)?;
+        Ok(true)
     }
 }
 

@@ -1,0 +1,113 @@
+//! Self-healing with real processes: peers die, return and join on a 10-peer testnet, and
+//! every item ends on exactly its R closest live peers with nothing lost or left over.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+
+const REPAIR_LIMIT: Duration = Duration::from_secs(90);
+
+/// Puts 50 objects of 1 byte to 8 MiB at ALL, through different peers.
+fn stock(testnet: &Testnet, peers: usize, dir: &std::path::Path) -> Vec<(String, PathBuf)> {
+    let sizes = [1, 1023, 4096, 65_536, 1 << 20, (1 << 20) + 1, 3 << 20, 8 << 20];
+    (0..50)
+        .map(|i| {
+            let (file, _) = pseudo_random_file(dir, sizes[i % sizes.len()], &format!("object-{i}"));
+            let id = stdout(&testnet.shoal(1 + i % peers, &["put", file.to_str().unwrap(), "--consistency", "all"]));
+            (id, file)
+        })
+        .collect()
+}
+
+fn all_items(testnet: &Testnet, live: &[usize]) -> BTreeSet<(String, String)> {
+    live.iter().flat_map(|&peer| testnet.items_with_kind(peer)).collect()
+}
+
+fn assert_all_read_back(testnet: &Testnet, via: usize, objects: &[(String, PathBuf)], dir: &std::path::Path) {
+    for (id, file) in objects {
+        let copy = dir.join("copy");
+        stdout(&testnet.shoal(via, &["get", id, "-o", copy.to_str().unwrap()]));
+        assert!(std::fs::read(&copy).unwrap() == std::fs::read(file).unwrap(), "{id} came back different");
+    }
+}
+
+#[test]
+fn ten_peers_survive_deaths_returns_and_joins() {
+    let testnet = Testnet::up(10);
+    let work = tempfile::tempdir().unwrap();
+    let objects = stock(&testnet, 10, work.path());
+    let mut live: Vec<usize> = (1..=10).collect();
+    let items = all_items(&testnet, &live);
+    testnet.wait_for_exact_placement(&live, &items, REPAIR_LIMIT);
+
+    // R-1 = 2 peers die at once: everything still reads back, and repair restores R.
+    for peer in [3, 7] {
+        testnet.run("kill", &[&peer.to_string()]);
+        live.retain(|&p| p != peer);
+    }
+    assert_all_read_back(&testnet, live[0], &objects, work.path());
+    testnet.wait_for_exact_placement(&live, &items, REPAIR_LIMIT);
+
+    // Then one at a time, with repair in between, down to R peers.
+    for peer in [1, 9, 5, 10, 2] {
+        testnet.run("kill", &[&peer.to_string()]);
+        live.retain(|&p| p != peer);
+        testnet.wait_for_exact_placement(&live, &items, REPAIR_LIMIT);
+    }
+    assert_eq!(live.len(), 3);
+    assert_all_read_back(&testnet, live[0], &objects, work.path());
+
+    // The dead come back with their old data, and two new peers join.
+    for peer in [3, 7, 1, 9, 5, 10, 2] {
+        testnet.run("start", &[&peer.to_string()]);
+    }
+    testnet.run("add", &["2"]);
+    let live: Vec<usize> = (1..=12).collect();
+    testnet.wait_for_exact_placement(&live, &items, REPAIR_LIMIT);
+    assert_all_read_back(&testnet, 12, &objects, work.path());
+}
+
+#[test]
+fn a_corrupt_copy_is_never_served_and_is_repaired_from_a_replica() {
+    let testnet = Testnet::up(4);
+    let work = tempfile::tempdir().unwrap();
+    let (file, bytes) = pseudo_random_file(work.path(), (2 << 20) + 3, "to-corrupt");
+    let id = stdout(&testnet.shoal(1, &["put", file.to_str().unwrap(), "--consistency", "all"]));
+
+    // Damage every chunk copy on one peer that holds chunks of the object.
+    let (peer, chunks) = (1..=4)
+        .map(|p| (p, testnet.items_with_kind(p).into_iter().filter(|(kind, _)| kind == "chunk").collect::<Vec<_>>()))
+        .max_by_key(|(_, chunks)| chunks.len())
+        .unwrap();
+    for (_, chunk) in &chunks {
+        let request =
+            format!("POST /v1/debug/corrupt/chunk/{chunk} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let answer = http(&testnet.api(peer), &request);
+        assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    }
+
+    // A get through that peer returns the right bytes: its bad copies are skipped...
+    let copy = work.path().join("copy");
+    stdout(&testnet.shoal(peer, &["get", &id, "-o", copy.to_str().unwrap()]));
+    assert!(std::fs::read(&copy).unwrap() == bytes);
+
+    // ...and replaced: the peer counts them found and repaired, and serves them again.
+    let deadline = std::time::Instant::now() + REPAIR_LIMIT;
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&stdout(&testnet.shoal(peer, &["status", "--json"]))).unwrap();
+        let repaired = status["repair"]["corrupt_repaired"].as_u64().unwrap();
+        if repaired >= chunks.len() as u64 {
+            assert!(status["repair"]["corrupt_found"].as_u64().unwrap() >= chunks.len() as u64);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "corrupt copies not repaired: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held: BTreeSet<_> = testnet.items_with_kind(peer).into_iter().collect();
+    assert!(chunks.iter().all(|chunk| held.contains(chunk)));
+}

@@ -1,0 +1,507 @@
+//! Self-healing: anti-entropy with the peers that share key ranges, handoff of items this
+//! peer no longer should hold, and scrub of its own disk.
+//!
+//! A *repair round* runs when the counted peers change (a peer joined, returned, or its
+//! grace period ran out) and every `anti_entropy_interval` otherwise. In a round this peer
+//! 1. compares, with every counted peer, a 16-ary tree of fingerprints over the buckets
+//!    both should hold, descends only into subtrees that differ, and for differing buckets
+//!    exchanges key lists and fetches exactly the items it lacks. Repair pulls: the peer
+//!    that lacks an item fetches it once, from the first holder it compares with, where
+//!    pushes from every other holder would send it R-1 times. In sync, a comparison is one
+//!    request carrying one fingerprint, whatever the number of items;
+//! 2. hands off every item it holds but is no longer among the R closest for: the
+//!    rightful holders are asked whether they have it, sent it if not, and the local copy
+//!    is deleted only once all of them confirmed, so a handoff never lowers the count.
+//!
+//! Scrub re-reads every local item on a slow, rate-limited cycle; an item that fails
+//! verification (there, or on any read) is dropped and fetched again from a holder.
+//!
+//! Transfers are bounded in concurrency and in bytes per second so foreground puts and
+//! gets keep working during repair.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+use shoal_core::digest::{Bucket, Fingerprint, TreeNode, bucket_holders};
+use shoal_core::placement::closest;
+use shoal_core::wire::{Request, Response};
+use shoal_core::{ItemKey, PeerKey, codec};
+use shoal_store::Store;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::{Network, Node};
+
+/// Most tree nodes or buckets one request may name.
+pub(crate) const MAX_NODES_PER_REQUEST: usize = 4096;
+/// Most keys one `Have` request may name.
+pub(crate) const MAX_KEYS_PER_REQUEST: usize = 16384;
+
+/// Counters and gauges of repair work, as status and metrics show them.
+#[derive(Debug, Default)]
+pub(crate) struct RepairCounters {
+    pub backlog: AtomicU64,
+    pub under_replicated: AtomicU64,
+    pub items_moved: AtomicU64,
+    pub bytes_moved: AtomicU64,
+    pub handoffs: AtomicU64,
+    pub rounds: AtomicU64,
+    pub anti_entropy_exchanges: AtomicU64,
+    pub anti_entropy_bytes: AtomicU64,
+    pub scrubbed: AtomicU64,
+    pub corrupt_found: AtomicU64,
+    pub corrupt_repaired: AtomicU64,
+}
+
+/// A snapshot of [`RepairCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStatus {
+    /// Peers counted as holders (up, or down within the grace period), this one included.
+    pub peers_counted: usize,
+    /// Item transfers found necessary and not yet done.
+    pub backlog: u64,
+    /// Items found missing on a rightful holder in the last round.
+    pub under_replicated: u64,
+    pub items_moved: u64,
+    pub bytes_moved: u64,
+    pub handoffs: u64,
+    pub rounds: u64,
+    /// Anti-entropy comparisons with one peer, and the bytes their messages took.
+    pub anti_entropy_exchanges: u64,
+    pub anti_entropy_bytes: u64,
+    pub scrubbed: u64,
+    pub corrupt_found: u64,
+    pub corrupt_repaired: u64,
+}
+
+impl RepairCounters {
+    pub fn snapshot(&self, peers_counted: usize) -> RepairStatus {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        RepairStatus {
+            peers_counted,
+            backlog: get(&self.backlog),
+            under_replicated: get(&self.under_replicated),
+            items_moved: get(&self.items_moved),
+            bytes_moved: get(&self.bytes_moved),
+            handoffs: get(&self.handoffs),
+            rounds: get(&self.rounds),
+            anti_entropy_exchanges: get(&self.anti_entropy_exchanges),
+            anti_entropy_bytes: get(&self.anti_entropy_bytes),
+            scrubbed: get(&self.scrubbed),
+            corrupt_found: get(&self.corrupt_found),
+            corrupt_repaired: get(&self.corrupt_repaired),
+        }
+    }
+}
+
+/// A token bucket: on average at most `bytes_per_sec`, bursts of one second's worth.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    bytes_per_sec: f64,
+    state: Mutex<(Instant, f64)>,
+}
+
+impl RateLimit {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        let rate = bytes_per_sec.max(1) as f64;
+        Self { bytes_per_sec: rate, state: Mutex::new((Instant::now(), rate)) }
+    }
+
+    pub async fn acquire(&self, bytes: usize) {
+        let wait = {
+            let mut state = self.state.lock().expect("never poisoned");
+            let now = Instant::now();
+            let (last, available) = *state;
+            let refilled =
+                (available + now.duration_since(last).as_secs_f64() * self.bytes_per_sec).min(self.bytes_per_sec);
+            let left = refilled - bytes as f64;
+            *state = (now, left);
+            if left >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-left / self.bytes_per_sec) }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One transfer that repair found necessary.
+#[derive(Debug, Clone)]
+enum Transfer {
+    Push { key: ItemKey, to: PeerKey },
+    Fetch { key: ItemKey, from: PeerKey },
+}
+
+impl<S: Store, N: Network> Node<S, N> {
+    /// Reports that `peer` is reachable and compatible.
+    pub fn peer_up(&self, peer: PeerKey) {
+        if peer != *self.local_peer() && self.inner.membership.lock().expect("never poisoned").up(peer) {
+            self.inner.repair_wakeup.notify_one();
+        }
+    }
+
+    /// Reports that the last connection to `peer` closed.
+    pub fn peer_down(&self, peer: &PeerKey) {
+        self.inner.membership.lock().expect("never poisoned").down(peer, Instant::now());
+        self.inner.repair_wakeup.notify_one();
+    }
+
+    /// Peers that count as holders, this one included, sorted. Peers past their grace
+    /// period are forgotten here, so every answer uses the same view as the next round.
+    pub(crate) fn view(&self) -> Vec<PeerKey> {
+        let mut membership = self.inner.membership.lock().expect("never poisoned");
+        membership.expire(Instant::now());
+        let mut view = membership.counted();
+        drop(membership);
+        view.push(self.local_peer().clone());
+        view.sort();
+        view
+    }
+
+    /// The R peers of `view` that should hold `key`.
+    fn holders(&self, view: &[PeerKey], key: &ItemKey) -> Vec<PeerKey> {
+        let r = self.inner.config.replication_factor;
+        bucket_holders(Bucket::of(key), view, r).unwrap_or_else(|| closest(&key.id, view, r))
+    }
+
+    /// The fingerprint of the items of `bucket` this peer holds and `peer` should hold too.
+    fn shared_fingerprint(
+        &self,
+        view: &[PeerKey],
+        peer: &PeerKey,
+        bucket: Bucket,
+        keys: &BTreeSet<ItemKey>,
+    ) -> Fingerprint {
+        let me = self.local_peer();
+        match bucket_holders(bucket, view, self.inner.config.replication_factor) {
+            Some(holders) if holders.contains(me) && holders.contains(peer) => {
+                self.inner.index.lock().expect("never poisoned").fingerprint(bucket)
+            }
+            Some(_) => Fingerprint::default(),
+            None => {
+                let mut fingerprint = Fingerprint::default();
+                for key in keys {
+                    let holders = closest(&key.id, view, self.inner.config.replication_factor);
+                    if holders.contains(me) && holders.contains(peer) {
+                        fingerprint.toggle(&Fingerprint::of(key));
+                    }
+                }
+                fingerprint
+            }
+        }
+    }
+
+    /// This peer's fingerprints of `nodes` for the comparison with `peer`.
+    pub(crate) fn digests(&self, view: &[PeerKey], peer: &PeerKey, nodes: &[TreeNode]) -> Vec<Fingerprint> {
+        // Only occupied buckets contribute: an empty bucket's fingerprint is zero.
+        let occupied: Vec<(Bucket, BTreeSet<ItemKey>)> = {
+            let index = self.inner.index.lock().expect("never poisoned");
+            index.occupied().map(|(bucket, keys)| (bucket, keys.clone())).collect()
+        };
+        nodes
+            .iter()
+            .map(|node| {
+                let range = node.buckets();
+                let start = occupied.partition_point(|(bucket, _)| bucket.index() < range.start);
+                let mut fingerprint = Fingerprint::default();
+                for (bucket, keys) in occupied[start..].iter().take_while(|(b, _)| b.index() < range.end) {
+                    fingerprint.toggle(&self.shared_fingerprint(view, peer, *bucket, keys));
+                }
+                fingerprint
+            })
+            .collect()
+    }
+
+    pub(crate) fn bucket_keys(&self, buckets: &[Bucket]) -> Vec<ItemKey> {
+        let index = self.inner.index.lock().expect("never poisoned");
+        buckets.iter().flat_map(|bucket| index.bucket(*bucket).iter().copied()).collect()
+    }
+
+    pub(crate) fn have(&self, keys: &[ItemKey]) -> Vec<bool> {
+        let index = self.inner.index.lock().expect("never poisoned");
+        keys.iter().map(|key| index.contains(key)).collect()
+    }
+
+    /// Runs repair rounds and scrub for as long as the returned future is polled: spawn
+    /// it once per node and abort the task to stop.
+    pub async fn run_maintenance(self) {
+        tokio::join!(self.clone().run_repair(), self.run_scrub());
+    }
+
+    async fn run_repair(self) {
+        let interval = self.inner.config.anti_entropy_interval;
+        let mut next_round = Instant::now();
+        loop {
+            let expiry = self.inner.membership.lock().expect("never poisoned").next_expiry();
+            let wake_at = expiry.map_or(next_round, |expiry| expiry.min(next_round));
+            tokio::select! {
+                _ = self.inner.repair_wakeup.notified() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+            self.repair_round().await;
+            next_round = Instant::now() + interval;
+        }
+    }
+
+    /// One round: anti-entropy with every counted peer, then handoff.
+    pub async fn repair_round(&self) {
+        let view = self.view();
+        self.inner.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        let mut found_missing = 0;
+        for peer in view.iter().filter(|peer| *peer != self.local_peer()) {
+            match self.sync_with(&view, peer).await {
+                Ok(missing) => found_missing += missing,
+                Err(reason) => debug!(%peer, "anti-entropy failed: {reason}"),
+            }
+        }
+        found_missing += self.hand_off(&view).await;
+        self.inner.counters.under_replicated.store(found_missing as u64, Ordering::Relaxed);
+    }
+
+    async fn ask(&self, peer: &PeerKey, request: Request) -> Result<Response, String> {
+        let sent = codec::encode(&request).len();
+        let response = self.inner.network.request(peer, request).await.map_err(|e| e.to_string())?;
+        let bytes = sent + codec::encode(&response).len();
+        self.inner.counters.anti_entropy_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        match response {
+            Response::Failed(reason) => Err(reason),
+            response => Ok(response),
+        }
+    }
+
+    /// Compares trees with `peer` and moves what differs; returns how many items one side
+    /// lacked.
+    async fn sync_with(&self, view: &[PeerKey], peer: &PeerKey) -> Result<usize, String> {
+        self.inner.counters.anti_entropy_exchanges.fetch_add(1, Ordering::Relaxed);
+        let mut frontier = vec![TreeNode::ROOT];
+        let mut differing_buckets = Vec::new();
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for nodes in frontier.chunks(MAX_NODES_PER_REQUEST) {
+                let Response::Digests(theirs) = self.ask(peer, Request::Digests { nodes: nodes.to_vec() }).await?
+                else {
+                    return Err("unexpected answer to Digests".into());
+                };
+                if theirs.len() != nodes.len() {
+                    return Err(format!("{} digests for {} nodes", theirs.len(), nodes.len()));
+                }
+                let ours = self.digests(view, peer, nodes);
+                for ((node, ours), theirs) in nodes.iter().zip(ours).zip(theirs) {
+                    if ours == theirs {
+                        continue;
+                    }
+                    if node.is_leaf() {
+                        differing_buckets.push(Bucket(node.index));
+                    } else {
+                        next.extend(node.children());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        let (mut fetches, mut missing_there) = (Vec::new(), 0);
+        for buckets in differing_buckets.chunks(MAX_NODES_PER_REQUEST) {
+            let (mine, theirs) = self.reconcile(view, peer, buckets).await?;
+            fetches.extend(mine);
+            missing_there += theirs;
+        }
+        let missing = fetches.len() + missing_there;
+        self.run_transfers(fetches).await;
+        Ok(missing)
+    }
+
+    /// Works out which items of `buckets` one of us lacks and should hold: returns the
+    /// fetches this peer needs, and how many items `peer` lacks (it fetches those itself).
+    async fn reconcile(
+        &self,
+        view: &[PeerKey],
+        peer: &PeerKey,
+        buckets: &[Bucket],
+    ) -> Result<(Vec<Transfer>, usize), String> {
+        let Response::Keys(theirs) = self.ask(peer, Request::BucketKeys { buckets: buckets.to_vec() }).await? else {
+            return Err("unexpected answer to BucketKeys".into());
+        };
+        let theirs: HashSet<ItemKey> = theirs.into_iter().collect();
+        let ours: HashSet<ItemKey> = self.bucket_keys(buckets).into_iter().collect();
+        let me = self.local_peer();
+        let fetches: Vec<Transfer> = theirs
+            .difference(&ours)
+            .filter(|key| self.holders(view, key).contains(me))
+            .map(|key| Transfer::Fetch { key: *key, from: peer.clone() })
+            .collect();
+        let missing_there = ours.difference(&theirs).filter(|key| self.holders(view, key).contains(peer)).count();
+        Ok((fetches, missing_there))
+    }
+
+    /// Runs transfers a bounded number at a time, within the repair byte rate.
+    async fn run_transfers(&self, transfers: Vec<Transfer>) -> Vec<Result<(), String>> {
+        let counters = &self.inner.counters;
+        counters.backlog.fetch_add(transfers.len() as u64, Ordering::Relaxed);
+        stream::iter(transfers)
+            .map(|transfer| async move {
+                let result = self.transfer(&transfer).await;
+                counters.backlog.fetch_sub(1, Ordering::Relaxed);
+                if let Err(reason) = &result {
+                    debug!(?transfer, "repair transfer failed: {reason}");
+                }
+                result
+            })
+            .buffered(self.inner.config.repair_concurrency)
+            .collect()
+            .await
+    }
+
+    async fn transfer(&self, transfer: &Transfer) -> Result<(), String> {
+        let moved = match transfer {
+            Transfer::Push { key, to } => {
+                let value = self.fetch_local(*key).await.ok_or("no longer held here")?;
+                self.inner.repair_rate.acquire(value.len()).await;
+                let len = value.len();
+                match self.inner.network.request(to, Request::Store { key: *key, value }).await {
+                    Ok(Response::Stored) => len,
+                    Ok(Response::Failed(reason)) => return Err(reason),
+                    Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+            Transfer::Fetch { key, from } => {
+                let value = self.fetch_from(from, *key).await?;
+                self.inner.repair_rate.acquire(value.len()).await;
+                let len = value.len();
+                self.store_local(*key, value).await.map_err(|e| e.to_string())?;
+                len
+            }
+        };
+        self.inner.counters.items_moved.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.bytes_moved.fetch_add(moved as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn fetch_from(&self, peer: &PeerKey, key: ItemKey) -> Result<Bytes, String> {
+        match self.inner.network.request(peer, Request::Fetch { key }).await {
+            Ok(Response::Item(Some(value))) => Ok(value),
+            Ok(Response::Item(None)) => Err("not held there".into()),
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Moves items this peer should no longer hold to their rightful holders, deleting the
+    /// local copy only once every one of them has it. Returns how many copies were missing.
+    async fn hand_off(&self, view: &[PeerKey]) -> usize {
+        let me = self.local_peer();
+        let mut by_holder: BTreeMap<PeerKey, Vec<ItemKey>> = BTreeMap::new();
+        let mut leaving: BTreeMap<ItemKey, usize> = BTreeMap::new();
+        {
+            let index = self.inner.index.lock().expect("never poisoned");
+            for (_, keys) in index.occupied() {
+                for key in keys {
+                    let holders = self.holders(view, key);
+                    if holders.contains(me) {
+                        continue;
+                    }
+                    leaving.insert(*key, holders.len());
+                    for holder in holders {
+                        by_holder.entry(holder).or_default().push(*key);
+                    }
+                }
+            }
+        }
+        if leaving.is_empty() {
+            return 0;
+        }
+        let mut confirmed: BTreeMap<ItemKey, usize> = BTreeMap::new();
+        let mut missing = 0;
+        for (holder, keys) in by_holder {
+            for keys in keys.chunks(MAX_KEYS_PER_REQUEST) {
+                let held = match self.ask(&holder, Request::Have { keys: keys.to_vec() }).await {
+                    Ok(Response::Have(held)) if held.len() == keys.len() => held,
+                    Ok(_) | Err(_) => continue,
+                };
+                let mut pushes = Vec::new();
+                for (key, held) in keys.iter().zip(held) {
+                    if held {
+                        *confirmed.entry(*key).or_default() += 1;
+                    } else {
+                        pushes.push(Transfer::Push { key: *key, to: holder.clone() });
+                    }
+                }
+                missing += pushes.len();
+                let results = self.run_transfers(pushes.clone()).await;
+                for (push, result) in pushes.iter().zip(results) {
+                    if let (Transfer::Push { key, .. }, Ok(())) = (push, result) {
+                        *confirmed.entry(*key).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (key, needed) in leaving {
+            if confirmed.get(&key).copied().unwrap_or(0) >= needed {
+                match self.delete_local(key).await {
+                    Ok(()) => {
+                        self.inner.counters.handoffs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => warn!(item = ?key, "handoff: cannot drop local copy: {error}"),
+                }
+            }
+        }
+        missing
+    }
+
+    /// Re-reads every local item on a slow cycle, within the scrub byte rate.
+    async fn run_scrub(self) {
+        loop {
+            let keys: Vec<ItemKey> = {
+                let index = self.inner.index.lock().expect("never poisoned");
+                index.occupied().flat_map(|(_, keys)| keys.iter().copied()).collect()
+            };
+            for key in keys {
+                match self.with_store(move |store| store.get(&key)).await {
+                    Ok(Some(value)) => self.inner.scrub_rate.acquire(value.len()).await,
+                    Ok(None) => {}
+                    Err(error) => {
+                        warn!(item = ?key, "scrub found a bad copy: {error}");
+                        self.repair_corrupt(key).await;
+                    }
+                }
+                self.inner.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(self.inner.config.scrub_pause).await;
+        }
+    }
+
+    /// Drops a local copy that failed verification and fetches it again from a holder.
+    /// Scrub and reads may both find the same bad copy: only the first repairs it.
+    pub(crate) async fn repair_corrupt(&self, key: ItemKey) {
+        if !self.inner.corrupt_in_repair.lock().expect("never poisoned").insert(key) {
+            return;
+        }
+        self.replace_corrupt(key).await;
+        self.inner.corrupt_in_repair.lock().expect("never poisoned").remove(&key);
+    }
+
+    async fn replace_corrupt(&self, key: ItemKey) {
+        self.inner.counters.corrupt_found.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = self.delete_local(key).await {
+            warn!(item = ?key, "cannot drop a corrupt copy: {error}");
+            return;
+        }
+        let view = self.view();
+        let me = self.local_peer();
+        for peer in self.holders(&view, &key).iter().chain(&view).filter(|p| *p != me) {
+            if let Ok(value) = self.fetch_from(peer, key).await
+                && self.store_local(key, value).await.is_ok()
+            {
+                self.inner.counters.corrupt_repaired.fetch_add(1, Ordering::Relaxed);
+                info!(item = ?key, %peer, "repaired a corrupt copy");
+                return;
+            }
+        }
+        warn!(item = ?key, "no peer could replace a corrupt copy; anti-entropy will retry");
+    }
+}
