@@ -4,6 +4,8 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -97,8 +99,23 @@ async fn put(client: &Client, file: &Path, consistency: Option<Consistency>, jso
         (Box::new(opened), Some(len))
     };
     let bar = progress(len, json);
-    let counted = bar.clone();
-    let body = ReaderStream::with_capacity(reader, 256 << 10).inspect_ok(move |bytes| counted.inc(bytes.len() as u64));
+    let read = Arc::new(AtomicU64::new(0));
+    let (counted, sent) = (bar.clone(), read.clone());
+    let body = ReaderStream::with_capacity(reader, 256 << 10).inspect_ok(move |bytes| {
+        counted.inc(bytes.len() as u64);
+        sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    });
+    // A file that shrinks while it is read must fail the put, not store a shorter object.
+    let end_check = futures::stream::once(async move {
+        let read = read.load(Ordering::Relaxed);
+        match len {
+            Some(len) if read != len => {
+                Err(std::io::Error::other(format!("the file changed while it was read: {read} of {len} bytes")))
+            }
+            _ => Ok(Bytes::new()),
+        }
+    });
+    let body = body.chain(end_check);
     let receipt = client.put(body, consistency).await;
     bar.finish_and_clear();
     let receipt = receipt?;
@@ -133,7 +150,10 @@ where
     let partial = path.with_file_name(partial_name);
     let mut file =
         tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
-    let written = write_verified(&mut file, id, bytes).await.and(Ok(file.sync_all().await?));
+    let written = match write_verified(&mut file, id, bytes).await {
+        Ok(()) => file.sync_all().await.context("cannot sync the download to disk"),
+        Err(error) => Err(error),
+    };
     match written {
         Ok(()) => tokio::fs::rename(&partial, path).await.with_context(|| format!("cannot write {}", path.display())),
         Err(error) => {

@@ -14,6 +14,9 @@ use crate::Config;
 use crate::data_dir::DataDir;
 use crate::network::Libp2pNetwork;
 
+/// How long requests in flight may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Inbound transfer requests served at once; more wait in the network's bounded queue.
 const INBOUND_CONCURRENCY: usize = 64;
 
@@ -84,11 +87,22 @@ async fn serve(
     background: Vec<JoinHandle<()>>,
     data_dir: DataDir,
 ) -> anyhow::Result<()> {
-    let result = axum::serve(listener, api)
-        .with_graceful_shutdown(async {
-            let _ = shutdown.await;
-        })
-        .await;
+    let (stopping_tx, stopping) = oneshot::channel::<()>();
+    let server = axum::serve(listener, api).with_graceful_shutdown(async {
+        let _ = shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    // In-flight requests get a deadline to finish: a stalled client cannot hold up SIGTERM.
+    let result = tokio::select! {
+        result = server => result.context("API server failed"),
+        () = async {
+            let _ = stopping.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    };
     for task in background {
         task.abort();
         let _ = task.await;
@@ -96,7 +110,7 @@ async fn serve(
     info!("shoald stopped");
     // The store and the swarm close as the last node handles drop; the lock goes last.
     drop(data_dir);
-    result.context("API server failed")
+    result
 }
 
 /// Feeds the network's peer events to failure detection.

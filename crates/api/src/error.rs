@@ -10,6 +10,7 @@ use shoal_node::NodeError;
 #[non_exhaustive]
 pub enum ErrorCode {
     NotFound,
+    MethodNotAllowed,
     MalformedId,
     BadRequest,
     RangeNotSatisfiable,
@@ -24,6 +25,7 @@ impl ErrorCode {
     fn status(self) -> StatusCode {
         match self {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::MalformedId | ErrorCode::BadRequest | ErrorCode::UploadFailed => StatusCode::BAD_REQUEST,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

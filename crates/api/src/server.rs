@@ -77,6 +77,9 @@ pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Route
         .route("/v1/items", get(local_items::<S, N>))
         .route("/metrics", get(metrics::<S, N>))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+        })
         // The node bounds object sizes itself and never buffers a body whole.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), count_requests::<S, N>))

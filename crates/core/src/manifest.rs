@@ -61,20 +61,21 @@ impl Manifest {
         (offset, (self.size - offset).min(CHUNK_SIZE as u64) as usize)
     }
 
-    /// Checks that `bytes` are chunk `index` of this (verified) manifest's object.
+    /// Checks that `bytes` are chunk `index` of this (verified) manifest's object, and
+    /// also the chunk its id names: the id was fetched by, but only the chaining value is
+    /// bound to the object id, so a manifest with wrong chunk ids is caught here.
     pub fn verify_chunk(&self, index: usize, bytes: &[u8]) -> Result<(), VerifyError> {
         let (_, expected_len) = self.chunk_span(index);
         if bytes.len() != expected_len {
             return Err(VerifyError::Length { expected: expected_len, actual: bytes.len() });
         }
         let chunk = &self.chunks[index];
-        let (expected, actual) = if self.chunks.len() == 1 {
-            (chunk.id.0, *blake3::hash(bytes).as_bytes())
-        } else {
-            (chunk.cv, chunk_cv(index as u64, bytes))
+        let mismatch = |expected: Hash32, actual: Hash32| {
+            if expected == actual { Ok(()) } else { Err(VerifyError::Mismatch { expected, actual }) }
         };
-        if expected != actual {
-            return Err(VerifyError::Mismatch { expected, actual });
+        mismatch(chunk.id.0, *blake3::hash(bytes).as_bytes())?;
+        if self.chunks.len() > 1 {
+            mismatch(chunk.cv, chunk_cv(index as u64, bytes))?;
         }
         Ok(())
     }
@@ -136,6 +137,15 @@ mod tests {
         // Right bytes at the wrong position are wrong too.
         assert!(manifest.verify_chunk(1, &bytes[..CHUNK_SIZE]).is_err());
         assert!(manifest.verify_chunk(2, &[]).is_err());
+    }
+
+    #[test]
+    fn chunks_must_match_their_ids_too() {
+        let bytes = pattern(2 * CHUNK_SIZE + 9);
+        let mut manifest = manifest_of(&bytes);
+        manifest.chunks[1].id.0[3] ^= 1;
+        assert_eq!(manifest.object_id(), Ok(blake3::hash(&bytes).into()), "ids are not bound to the object id");
+        assert!(manifest.verify_chunk(1, &bytes[CHUNK_SIZE..2 * CHUNK_SIZE]).is_err());
     }
 
     #[test]

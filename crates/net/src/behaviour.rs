@@ -6,6 +6,10 @@ use libp2p::{StreamProtocol, identify, identity::Keypair, kad, ping, request_res
 use crate::codec::TransferCodec;
 use crate::{KAD_PROTOCOL, NetConfig, TRANSFER_PROTOCOL};
 
+/// Transfer streams open at once on one connection, each direction. Each may buffer one
+/// frame (up to `codec::MAX_MESSAGE_BYTES`), so this bounds what one peer can make us hold.
+const MAX_STREAMS_PER_CONNECTION: usize = 32;
+
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -39,7 +43,7 @@ impl Behaviour {
             [(StreamProtocol::new(TRANSFER_PROTOCOL), request_response::ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
-                .with_max_concurrent_streams(256),
+                .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
         );
         Self { kad, identify, ping: ping::Behaviour::default(), transfer }
     }

@@ -35,6 +35,8 @@ struct EventLoop {
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     /// Peers that passed the compatibility check and have a connection open.
     compatible: HashSet<PeerId>,
+    /// Peers that failed it: never handed out by lookups, so no data is placed on them.
+    refused: HashSet<PeerId>,
     protocol_version: String,
     pending_lookups: HashMap<QueryId, oneshot::Sender<Vec<PeerKey>>>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
@@ -75,6 +77,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         inbound,
         peer_events,
         compatible: HashSet::new(),
+        refused: HashSet::new(),
         protocol_version: config.protocol_version(),
         pending_lookups: HashMap::new(),
         pending_requests: HashMap::new(),
@@ -227,7 +230,16 @@ impl EventLoop {
             if step.last
                 && let Some(reply) = self.pending_lookups.remove(&id)
             {
-                let _ = reply.send(peers.iter().map(|p| peer_key(&p.peer_id)).collect());
+                let peers = peers.into_iter().filter(|p| !self.refused.contains(&p.peer_id));
+                let peers = peers.map(|p| {
+                    // Keep the addresses the lookup learned, so a request can dial the peer
+                    // even when it is not in a k-bucket.
+                    for addr in p.addrs {
+                        self.swarm.add_peer_address(p.peer_id, addr);
+                    }
+                    peer_key(&p.peer_id)
+                });
+                let _ = reply.send(peers.collect());
             }
         }
     }
@@ -241,10 +253,12 @@ impl EventLoop {
                 ours = %self.protocol_version,
                 "refusing an incompatible peer: different protocol version or replication factor"
             );
+            self.refused.insert(peer_id);
             self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;
         }
+        self.refused.remove(&peer_id);
         // Kad does not learn the listen addresses of peers that dialed us; identify does.
         for addr in info.listen_addrs {
             self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);

@@ -30,19 +30,20 @@ impl<S: Store, N: Network> Node<S, N> {
             return decode_verified(&bytes)
                 .map_err(|e| NodeError::Unavailable { what: format!("manifest {id}"), failures: e });
         }
-        let (mut missing, mut wrong, mut unreachable) = (0, Vec::new(), Vec::new());
+        let (mut wrong, mut unreachable) = (Vec::new(), Vec::new());
         for peer in self.remote_holders(&key).await? {
             match self.fetch_remote(&peer, key).await {
                 Ok(Some(bytes)) => match decode_verified(&bytes) {
                     Ok(manifest) => return Ok(manifest),
                     Err(reason) => wrong.push((peer.to_string(), format!("sent a bad manifest ({reason})"))),
                 },
-                Ok(None) => missing += 1,
+                Ok(None) => {}
                 Err(reason) => unreachable.push((peer.to_string(), reason)),
             }
         }
-        // Holders that answered "not here" settle it, unless another sent a bad copy.
-        if wrong.is_empty() && (missing > 0 || unreachable.is_empty()) {
+        // Not found only when every holder answered "not here": one that did not answer
+        // might hold it.
+        if wrong.is_empty() && unreachable.is_empty() {
             return Err(NodeError::NotFound(id));
         }
         wrong.extend(unreachable);

@@ -19,7 +19,7 @@
 //! Transfers are bounded in concurrency and in bytes per second so foreground puts and
 //! gets keep working during repair.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use shoal_store::Store;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::index::KeyIndex;
 use crate::{Network, Node};
 
 /// Most tree nodes or buckets one request may name.
@@ -169,23 +170,16 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// The fingerprint of the items of `bucket` this peer holds and `peer` should hold too.
-    fn shared_fingerprint(
-        &self,
-        view: &[PeerKey],
-        peer: &PeerKey,
-        bucket: Bucket,
-        keys: &BTreeSet<ItemKey>,
-    ) -> Fingerprint {
+    fn shared_fingerprint(&self, view: &[PeerKey], peer: &PeerKey, bucket: Bucket, index: &KeyIndex) -> Fingerprint {
         let me = self.local_peer();
-        match bucket_holders(bucket, view, self.inner.config.replication_factor) {
-            Some(holders) if holders.contains(me) && holders.contains(peer) => {
-                self.inner.index.lock().expect("never poisoned").fingerprint(bucket)
-            }
+        let r = self.inner.config.replication_factor;
+        match bucket_holders(bucket, view, r) {
+            Some(holders) if holders.contains(me) && holders.contains(peer) => index.fingerprint(bucket),
             Some(_) => Fingerprint::default(),
             None => {
                 let mut fingerprint = Fingerprint::default();
-                for key in keys {
-                    let holders = closest(&key.id, view, self.inner.config.replication_factor);
+                for key in index.bucket(bucket) {
+                    let holders = closest(&key.id, view, r);
                     if holders.contains(me) && holders.contains(peer) {
                         fingerprint.toggle(&Fingerprint::of(key));
                     }
@@ -195,21 +189,19 @@ impl<S: Store, N: Network> Node<S, N> {
         }
     }
 
-    /// This peer's fingerprints of `nodes` for the comparison with `peer`.
+    /// This peer's fingerprints of `nodes` for the comparison with `peer`. Only occupied
+    /// buckets are visited: an empty bucket's fingerprint is zero.
     pub(crate) fn digests(&self, view: &[PeerKey], peer: &PeerKey, nodes: &[TreeNode]) -> Vec<Fingerprint> {
-        // Only occupied buckets contribute: an empty bucket's fingerprint is zero.
-        let occupied: Vec<(Bucket, BTreeSet<ItemKey>)> = {
-            let index = self.inner.index.lock().expect("never poisoned");
-            index.occupied().map(|(bucket, keys)| (bucket, keys.clone())).collect()
-        };
+        let index = self.inner.index.lock().expect("never poisoned");
+        let occupied: Vec<Bucket> = index.occupied().map(|(bucket, _)| bucket).collect();
         nodes
             .iter()
             .map(|node| {
                 let range = node.buckets();
-                let start = occupied.partition_point(|(bucket, _)| bucket.index() < range.start);
+                let start = occupied.partition_point(|bucket| bucket.index() < range.start);
                 let mut fingerprint = Fingerprint::default();
-                for (bucket, keys) in occupied[start..].iter().take_while(|(b, _)| b.index() < range.end) {
-                    fingerprint.toggle(&self.shared_fingerprint(view, peer, *bucket, keys));
+                for bucket in occupied[start..].iter().take_while(|b| b.index() < range.end) {
+                    fingerprint.toggle(&self.shared_fingerprint(view, peer, *bucket, &index));
                 }
                 fingerprint
             })

@@ -51,8 +51,14 @@ impl Store for MemoryStore {
         }
         let mut inner = self.inner();
         for (key, value) in items {
+            // As in RocksStore: a verified copy stays, a corrupt one is replaced.
+            let old = inner.items.get(key).cloned();
+            if old.as_ref().is_some_and(|old| verify_item(key, old).is_ok()) {
+                continue;
+            }
+            inner.items.insert(*key, value.clone());
             let new_bytes = value.len() as u64;
-            match inner.items.insert(*key, value.clone()) {
+            match old {
                 None => {
                     inner.stats.items += 1;
                     inner.stats.bytes += new_bytes;

@@ -123,9 +123,11 @@ impl Store for RocksStore {
         for (key, value) in unique {
             let family = self.family(key.kind);
             match self.db.get_pinned_cf(family, key.id).map_err(engine("read"))? {
-                // Already durable: the put that wrote it synced before releasing this stripe.
-                // Rewriting 1 MiB would only make blob garbage.
-                Some(old) if *old == value[..] => continue,
+                // A verified copy is already durable (the put that wrote it synced before
+                // releasing this stripe), and it stays: rewriting a chunk would only make
+                // blob garbage, and a second manifest for the same object, valid as far as
+                // its key can tell, must not replace a good one.
+                Some(old) if verify_item(key, &old).is_ok() => continue,
                 // Corrupt bytes on disk: the verified value replaces them.
                 Some(old) => bytes_delta += value.len() as i64 - old.len() as i64,
                 None => {
