@@ -126,7 +126,11 @@ impl Config {
         anyhow::ensure!((1..=16).contains(&self.replication_factor), "replication factor must be 1 to 16");
         anyhow::ensure!((1..=256).contains(&self.chunks_in_flight), "chunks_in_flight must be 1 to 256");
         anyhow::ensure!(self.request_timeout_secs > 0, "request_timeout_secs must be positive");
-        anyhow::ensure!(self.anti_entropy_interval_ms > 0, "anti_entropy_interval_ms must be positive");
+        // Rounds keep connections to counted peers busy; idle ones close after 10 minutes.
+        anyhow::ensure!(
+            (1..=300_000).contains(&self.anti_entropy_interval_ms),
+            "anti_entropy_interval_ms must be 1 to 300000"
+        );
         anyhow::ensure!((1..=256).contains(&self.repair_concurrency), "repair_concurrency must be 1 to 256");
         anyhow::ensure!(self.repair_bytes_per_sec > 0, "repair_bytes_per_sec must be positive");
         anyhow::ensure!(self.scrub_bytes_per_sec > 0, "scrub_bytes_per_sec must be positive");

@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ItemKey;
 use crate::placement::{KeyHash, PeerKey};
+use crate::{ItemKey, ItemKind};
 
 /// Bits of the placement hash that name a bucket.
 pub const BUCKET_BITS: u32 = 16;
@@ -40,13 +40,25 @@ impl Bucket {
     }
 }
 
+/// What distinguishes two copies under one key: zero for immutable items (chunks,
+/// manifests: a key names exactly one value), a hash of the value for name records, whose
+/// versions change under one key.
+pub type ContentTag = [u8; 16];
+
+pub fn content_tag(key: &ItemKey, value: &[u8]) -> ContentTag {
+    match key.kind {
+        ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+        ItemKind::Name => blake3::hash(value).as_bytes()[..16].try_into().expect("16 of 32 bytes"),
+    }
+}
+
 /// An order-independent fingerprint of a set of items: XOR of per-item fingerprints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint(pub [u8; 16]);
 
 impl Fingerprint {
-    pub fn of(key: &ItemKey) -> Self {
-        let hash = blake3::Hasher::new().update(&[key.kind as u8]).update(&key.id).finalize();
+    pub fn of(key: &ItemKey, tag: &ContentTag) -> Self {
+        let hash = blake3::Hasher::new().update(&[key.kind as u8]).update(&key.id).update(tag).finalize();
         Self(hash.as_bytes()[..16].try_into().expect("16 of 32 bytes"))
     }
 
@@ -137,7 +149,7 @@ mod tests {
         ) {
             let all = peers(&seeds.into_iter().collect::<Vec<_>>());
             for id in ids {
-                let key = ItemKey { kind: crate::ItemKind::Chunk, id };
+                let key = ItemKey { kind: ItemKind::Chunk, id };
                 if let Some(holders) = bucket_holders(Bucket::of(&key), &all, r) {
                     let mut expected = closest(&key.id, &all, r);
                     let mut holders = holders;
@@ -167,8 +179,8 @@ mod tests {
 
     #[test]
     fn fingerprints_toggle() {
-        let a = Fingerprint::of(&ItemKey { kind: crate::ItemKind::Chunk, id: [1; 32] });
-        let b = Fingerprint::of(&ItemKey { kind: crate::ItemKind::Manifest, id: [1; 32] });
+        let a = Fingerprint::of(&ItemKey { kind: ItemKind::Chunk, id: [1; 32] }, &ContentTag::default());
+        let b = Fingerprint::of(&ItemKey { kind: ItemKind::Manifest, id: [1; 32] }, &ContentTag::default());
         assert_ne!(a, b);
         let mut set = Fingerprint::default();
         set.toggle(&a);

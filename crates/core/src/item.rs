@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::NameRecord;
 use crate::{CHUNK_SIZE, Hash32, Manifest, ObjectId, codec};
 
 /// The kinds of item a peer stores.
@@ -14,15 +15,18 @@ pub enum ItemKind {
     Chunk,
     /// An encoded [`Manifest`], keyed by its object id.
     Manifest,
+    /// An encoded [`NameRecord`](crate::names::NameRecord), keyed by the hash of its name.
+    Name,
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 2] = [ItemKind::Chunk, ItemKind::Manifest];
+    pub const ALL: [ItemKind; 3] = [ItemKind::Chunk, ItemKind::Manifest, ItemKind::Name];
 
     pub fn name(self) -> &'static str {
         match self {
             ItemKind::Chunk => "chunk",
             ItemKind::Manifest => "manifest",
+            ItemKind::Name => "name",
         }
     }
 }
@@ -87,6 +91,29 @@ pub fn verify_item(key: &ItemKey, value: &[u8]) -> Result<(), VerifyError> {
             Ok(())
         }
         ItemKind::Manifest => codec::decode::<Manifest>(value)?.verify(&ObjectId(key.id)),
+        ItemKind::Name => {
+            let record: NameRecord = codec::decode(value)?;
+            let actual = record.key().id;
+            if actual != key.id {
+                return Err(VerifyError::Mismatch { expected: key.id, actual });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Which copy a store keeps when a verified `new` value arrives for a key that holds a
+/// verified `old` one. Chunks and manifests are immutable: the first verified copy stays
+/// (a second manifest for one object, valid as far as its key can tell, must not displace
+/// a good one). Name records are versioned: the winner of the merge stays.
+pub fn supersedes(key: &ItemKey, old: &[u8], new: &[u8]) -> bool {
+    match key.kind {
+        ItemKind::Chunk | ItemKind::Manifest => false,
+        ItemKind::Name => match (codec::decode::<NameRecord>(old), codec::decode::<NameRecord>(new)) {
+            (Ok(old), Ok(new)) => new.wins_over(&old),
+            (Err(_), _) => true,
+            (_, Err(_)) => false,
+        },
     }
 }
 

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ItemKey;
-use crate::digest::{Bucket, Fingerprint, TreeNode};
+use crate::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,7 +19,7 @@ pub enum Request {
     /// Anti-entropy: your fingerprints of these tree nodes, over the buckets (or, in
     /// buckets without a single holder set, the keys) that both of us should hold.
     Digests { nodes: Vec<TreeNode> },
-    /// Anti-entropy: every key you hold in these buckets.
+    /// Anti-entropy: every key you hold in these buckets, with its content tag.
     BucketKeys { buckets: Vec<Bucket> },
     /// Handoff: which of these items do you hold?
     Have { keys: Vec<ItemKey> },
@@ -34,7 +34,7 @@ pub enum Response {
     Item(Option<Bytes>),
     Pong,
     Digests(Vec<Fingerprint>),
-    Keys(Vec<ItemKey>),
+    Keys(Vec<(ItemKey, ContentTag)>),
     /// One answer per asked key, in order.
     Have(Vec<bool>),
     /// The request failed on the remote side.

@@ -22,6 +22,11 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::client::{Client, Command, InboundRequest, NetError, NetStatus, PeerEvent};
 use crate::{NetConfig, Network};
 
+/// A closed connection starts failure detection's grace period, so connections must not
+/// idle out between the node's regular exchanges (anti-entropy rounds, at most a few
+/// minutes apart).
+const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Commands queued from clients before senders wait.
 const COMMAND_QUEUE_LEN: usize = 1024;
 
@@ -60,7 +65,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         .map_err(|e| NetError::Listen { addr: "tcp".into(), reason: e.to_string() })?
         .with_behaviour(|key| Behaviour::new(key, &config))
         .expect("behaviour construction is infallible")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
 
     let listen_addrs = listen_all(&mut swarm, &config.listen).await?;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use shoal_core::digest::{ContentTag, content_tag};
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
@@ -14,8 +15,12 @@ use tracing::warn;
 
 use crate::index::KeyIndex;
 use crate::membership::Membership;
-use crate::repair::{MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit, RepairCounters, RepairStatus};
+use crate::repair::{
+    MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit, RepairCounters, RepairStatus,
+};
 use crate::{Network, NodeError};
+
+const KEY_LOCK_STRIPES: usize = 64;
 
 /// Replica settings. R is network-wide; the window bounds memory per request.
 #[derive(Debug, Clone)]
@@ -93,15 +98,23 @@ pub(crate) struct Inner<S, N> {
     pub scrub_rate: RateLimit,
     /// Corrupt local items being replaced right now.
     pub corrupt_in_repair: Mutex<HashSet<ItemKey>>,
+    /// Striped by key: held across a store write or delete and the index update after it.
+    pub key_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// A node over `store`; reads every key once to build its index.
+    /// A node over `store`; reads every key (and every name record) once to build its index.
     pub fn new(config: NodeConfig, store: S, network: N) -> Result<Self, NodeError> {
         assert!(config.replication_factor >= 1 && config.chunks_in_flight >= 1 && config.repair_concurrency >= 1);
         let mut keys = Vec::new();
         for kind in ItemKind::ALL {
-            keys.extend(store.keys(kind)?);
+            for key in store.keys(kind)? {
+                let tag = match kind {
+                    ItemKind::Name => store.get(&key)?.map(|value| content_tag(&key, &value)).unwrap_or_default(),
+                    ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+                };
+                keys.push((key, tag));
+            }
         }
         let inner = Inner {
             write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor * 2)),
@@ -112,6 +125,7 @@ impl<S: Store, N: Network> Node<S, N> {
             repair_rate: RateLimit::new(config.repair_bytes_per_sec),
             scrub_rate: RateLimit::new(config.scrub_bytes_per_sec),
             corrupt_in_repair: Mutex::new(HashSet::new()),
+            key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             config,
             store: Arc::new(store),
             network,
@@ -146,13 +160,34 @@ impl<S: Store, N: Network> Node<S, N> {
         tokio::task::spawn_blocking(move || work(&store)).await.expect("store calls do not panic")
     }
 
+    /// Serializes store-and-index updates of one key, so the index never disagrees with the
+    /// store about it (a delete racing a put would otherwise leave one of them stale).
+    async fn lock_key(&self, key: &ItemKey) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripes = &self.inner.key_locks;
+        stripes[usize::from(key.id[0]) % stripes.len()].lock().await
+    }
+
+    /// Stores an item and indexes what the store kept: for a name record, the winner of
+    /// the merge with the copy already there, which may be the old one.
     pub(crate) async fn store_local(&self, key: ItemKey, value: Bytes) -> Result<(), StoreError> {
-        self.with_store(move |store| store.put(&[(key, value)])).await?;
-        self.inner.index.lock().expect("never poisoned").insert(key);
+        let _key = self.lock_key(&key).await;
+        let tag = self
+            .with_store(move |store| {
+                store.put(&[(key, value.clone())])?;
+                Ok(match key.kind {
+                    ItemKind::Name => {
+                        store.get(&key)?.map_or_else(|| content_tag(&key, &value), |kept| content_tag(&key, &kept))
+                    }
+                    ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+                })
+            })
+            .await?;
+        self.inner.index.lock().expect("never poisoned").insert(key, tag);
         Ok(())
     }
 
     pub(crate) async fn delete_local(&self, key: ItemKey) -> Result<(), StoreError> {
+        let _key = self.lock_key(&key).await;
         self.with_store(move |store| store.delete(&key)).await?;
         self.inner.index.lock().expect("never poisoned").remove(&key);
         Ok(())
@@ -195,7 +230,7 @@ impl<S: Store, N: Network> Node<S, N> {
                     .await
                     .expect("digests do not panic")
             }
-            Request::BucketKeys { buckets } if buckets.len() <= MAX_NODES_PER_REQUEST => {
+            Request::BucketKeys { buckets } if buckets.len() <= MAX_BUCKETS_PER_KEYS_REQUEST => {
                 Response::Keys(self.bucket_keys(&buckets))
             }
             Request::Have { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => Response::Have(self.have(&keys)),

@@ -19,7 +19,7 @@
 //! Transfers are bounded in concurrency and in bytes per second so foreground puts and
 //! gets keep working during repair.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,10 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::digest::{Bucket, Fingerprint, TreeNode, bucket_holders};
+use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode, bucket_holders};
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
-use shoal_core::{ItemKey, PeerKey, codec};
+use shoal_core::{ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::Store;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -38,8 +38,11 @@ use tracing::{debug, info, warn};
 use crate::index::KeyIndex;
 use crate::{Network, Node};
 
-/// Most tree nodes or buckets one request may name.
+/// Most tree nodes one `Digests` request may name.
 pub(crate) const MAX_NODES_PER_REQUEST: usize = 4096;
+/// Most buckets one `BucketKeys` request may name: at a million keys per peer (15 a
+/// bucket) the answer stays near 200 KiB, far under the frame limit.
+pub(crate) const MAX_BUCKETS_PER_KEYS_REQUEST: usize = 256;
 /// Most keys one `Have` request may name.
 pub(crate) const MAX_KEYS_PER_REQUEST: usize = 16384;
 
@@ -178,10 +181,10 @@ impl<S: Store, N: Network> Node<S, N> {
             Some(_) => Fingerprint::default(),
             None => {
                 let mut fingerprint = Fingerprint::default();
-                for key in index.bucket(bucket) {
+                for (key, tag) in index.bucket(bucket) {
                     let holders = closest(&key.id, view, r);
                     if holders.contains(me) && holders.contains(peer) {
-                        fingerprint.toggle(&Fingerprint::of(key));
+                        fingerprint.toggle(&Fingerprint::of(key, tag));
                     }
                 }
                 fingerprint
@@ -208,9 +211,9 @@ impl<S: Store, N: Network> Node<S, N> {
             .collect()
     }
 
-    pub(crate) fn bucket_keys(&self, buckets: &[Bucket]) -> Vec<ItemKey> {
+    pub(crate) fn bucket_keys(&self, buckets: &[Bucket]) -> Vec<(ItemKey, ContentTag)> {
         let index = self.inner.index.lock().expect("never poisoned");
-        buckets.iter().flat_map(|bucket| index.bucket(*bucket).iter().copied()).collect()
+        buckets.iter().flat_map(|bucket| index.bucket(*bucket).iter().map(|(key, tag)| (*key, *tag))).collect()
     }
 
     pub(crate) fn have(&self, keys: &[ItemKey]) -> Vec<bool> {
@@ -296,7 +299,7 @@ impl<S: Store, N: Network> Node<S, N> {
             frontier = next;
         }
         let (mut fetches, mut missing_there) = (Vec::new(), 0);
-        for buckets in differing_buckets.chunks(MAX_NODES_PER_REQUEST) {
+        for buckets in differing_buckets.chunks(MAX_BUCKETS_PER_KEYS_REQUEST) {
             let (mine, theirs) = self.reconcile(view, peer, buckets).await?;
             fetches.extend(mine);
             missing_there += theirs;
@@ -317,15 +320,18 @@ impl<S: Store, N: Network> Node<S, N> {
         let Response::Keys(theirs) = self.ask(peer, Request::BucketKeys { buckets: buckets.to_vec() }).await? else {
             return Err("unexpected answer to BucketKeys".into());
         };
-        let theirs: HashSet<ItemKey> = theirs.into_iter().collect();
-        let ours: HashSet<ItemKey> = self.bucket_keys(buckets).into_iter().collect();
+        let theirs: HashMap<ItemKey, ContentTag> = theirs.into_iter().collect();
+        let ours: HashMap<ItemKey, ContentTag> = self.bucket_keys(buckets).into_iter().collect();
         let me = self.local_peer();
+        // Missing here, or another version (of a name record): fetch it, and the store
+        // keeps whichever version wins.
         let fetches: Vec<Transfer> = theirs
-            .difference(&ours)
-            .filter(|key| self.holders(view, key).contains(me))
-            .map(|key| Transfer::Fetch { key: *key, from: peer.clone() })
+            .iter()
+            .filter(|(key, tag)| ours.get(key) != Some(tag) && self.holders(view, key).contains(me))
+            .map(|(key, _)| Transfer::Fetch { key: *key, from: peer.clone() })
             .collect();
-        let missing_there = ours.difference(&theirs).filter(|key| self.holders(view, key).contains(peer)).count();
+        let missing_there =
+            ours.keys().filter(|key| !theirs.contains_key(key) && self.holders(view, key).contains(peer)).count();
         Ok((fetches, missing_there))
     }
 
@@ -392,7 +398,7 @@ impl<S: Store, N: Network> Node<S, N> {
         {
             let index = self.inner.index.lock().expect("never poisoned");
             for (_, keys) in index.occupied() {
-                for key in keys {
+                for key in keys.keys() {
                     let holders = self.holders(view, key);
                     if holders.contains(me) {
                         continue;
@@ -411,19 +417,25 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut missing = 0;
         for (holder, keys) in by_holder {
             for keys in keys.chunks(MAX_KEYS_PER_REQUEST) {
-                let held = match self.ask(&holder, Request::Have { keys: keys.to_vec() }).await {
-                    Ok(Response::Have(held)) if held.len() == keys.len() => held,
+                // A holder may have another version of a name record, so "has it" proves
+                // nothing for names: they are always pushed, and the holder's store keeps
+                // the winner. Immutable items are asked about first.
+                let (names, immutable): (Vec<ItemKey>, Vec<ItemKey>) =
+                    keys.iter().partition(|key| key.kind == ItemKind::Name);
+                let held = match self.ask(&holder, Request::Have { keys: immutable.clone() }).await {
+                    Ok(Response::Have(held)) if held.len() == immutable.len() => held,
                     Ok(_) | Err(_) => continue,
                 };
-                let mut pushes = Vec::new();
-                for (key, held) in keys.iter().zip(held) {
+                let mut pushes: Vec<Transfer> =
+                    names.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
+                for (key, held) in immutable.iter().zip(held) {
                     if held {
                         *confirmed.entry(*key).or_default() += 1;
                     } else {
+                        missing += 1;
                         pushes.push(Transfer::Push { key: *key, to: holder.clone() });
                     }
                 }
-                missing += pushes.len();
                 let results = self.run_transfers(pushes.clone()).await;
                 for (push, result) in pushes.iter().zip(results) {
                     if let (Transfer::Push { key, .. }, Ok(())) = (push, result) {
@@ -450,12 +462,16 @@ impl<S: Store, N: Network> Node<S, N> {
         loop {
             let keys: Vec<ItemKey> = {
                 let index = self.inner.index.lock().expect("never poisoned");
-                index.occupied().flat_map(|(_, keys)| keys.iter().copied()).collect()
+                index.occupied().flat_map(|(_, keys)| keys.keys().copied()).collect()
             };
             for key in keys {
                 match self.with_store(move |store| store.get(&key)).await {
                     Ok(Some(value)) => self.inner.scrub_rate.acquire(value.len()).await,
-                    Ok(None) => {}
+                    // Gone from the store behind the index's back: forget it, so nobody is
+                    // told this peer holds it.
+                    Ok(None) => {
+                        self.inner.index.lock().expect("never poisoned").remove(&key);
+                    }
                     Err(error) => {
                         warn!(item = ?key, "scrub found a bad copy: {error}");
                         self.repair_corrupt(key).await;

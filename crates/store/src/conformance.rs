@@ -81,6 +81,7 @@ suite!(
     concurrent_overlapping_writes_keep_exact_stats,
     empty_chunk_works,
     full_size_chunk_works,
+    newer_name_records_win_and_older_ones_never_return,
 );
 
 type Item = (ItemKey, Bytes);
@@ -317,4 +318,28 @@ fn full_size_chunk_works<H: Harness>(harness: H) {
     let err = store.put(&oversized).unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert_absent(&store, &oversized);
+}
+
+fn name_record(version: u64, tombstone: bool) -> Item {
+    use shoal_core::names::{Binding, NameRecord, Version};
+    let binding = if tombstone {
+        Binding::Tombstone
+    } else {
+        Binding::Object { id: blake3::hash(&version.to_be_bytes()).into(), size: version }
+    };
+    let record =
+        NameRecord { name: "a/b".into(), version: Version { wall_ms: version, logical: 0, writer: 1 }, binding };
+    (record.key(), codec::encode(&record).into())
+}
+
+fn newer_name_records_win_and_older_ones_never_return<H: Harness>(harness: H) {
+    let store = harness.open();
+    let (first, second, deleted) = (name_record(1, false), name_record(2, false), name_record(3, true));
+    store.put(std::slice::from_ref(&second)).unwrap();
+    store.put(std::slice::from_ref(&first)).unwrap();
+    assert_eq!(store.get(&second.0).unwrap(), Some(second.1.clone()), "an older version replaced a newer one");
+    store.put(std::slice::from_ref(&deleted)).unwrap();
+    store.put(&[first.clone(), second]).unwrap();
+    assert_eq!(store.get(&first.0).unwrap(), Some(deleted.1), "a deleted name came back");
+    assert_eq!(store.stats().items, 1);
 }

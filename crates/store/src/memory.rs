@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use shoal_core::{ItemKey, ItemKind, verify_item};
+use shoal_core::{ItemKey, ItemKind, supersedes, verify_item};
 
 use crate::{Store, StoreError, StoreStats};
 
@@ -51,9 +51,9 @@ impl Store for MemoryStore {
         }
         let mut inner = self.inner();
         for (key, value) in items {
-            // As in RocksStore: a verified copy stays, a corrupt one is replaced.
+            // As in RocksStore: a verified copy stays unless the new one supersedes it.
             let old = inner.items.get(key).cloned();
-            if old.as_ref().is_some_and(|old| verify_item(key, old).is_ok()) {
+            if old.as_ref().is_some_and(|old| verify_item(key, old).is_ok() && !supersedes(key, old, value)) {
                 continue;
             }
             inner.items.insert(*key, value.clone());

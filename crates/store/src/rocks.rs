@@ -23,7 +23,7 @@ use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind, Options, ReadOptions,
     WriteBatch, WriteOptions,
 };
-use shoal_core::{ItemKey, ItemKind, verify_item};
+use shoal_core::{ItemKey, ItemKind, supersedes, verify_item};
 
 use crate::{Store, StoreError, StoreStats};
 
@@ -124,10 +124,10 @@ impl Store for RocksStore {
             let family = self.family(key.kind);
             match self.db.get_pinned_cf(family, key.id).map_err(engine("read"))? {
                 // A verified copy is already durable (the put that wrote it synced before
-                // releasing this stripe), and it stays: rewriting a chunk would only make
-                // blob garbage, and a second manifest for the same object, valid as far as
-                // its key can tell, must not replace a good one.
-                Some(old) if verify_item(key, &old).is_ok() => continue,
+                // releasing this stripe); it stays unless the new one supersedes it (a newer
+                // version of a name record). Rewriting a chunk would only make blob garbage.
+                Some(old) if verify_item(key, &old).is_ok() && !supersedes(key, &old, value) => continue,
+                Some(old) if verify_item(key, &old).is_ok() => bytes_delta += value.len() as i64 - old.len() as i64,
                 // Corrupt bytes on disk: the verified value replaces them.
                 Some(old) => bytes_delta += value.len() as i64 - old.len() as i64,
                 None => {
@@ -234,8 +234,9 @@ fn family_options(kind: ItemKind) -> Options {
             options.set_write_buffer_size(CHUNK_MEMTABLE_BYTES);
             options.set_max_write_buffer_number(2);
         }
-        // Manifests are small (64 bytes a chunk) and read whole: inline values suit them.
-        ItemKind::Manifest => {}
+        // Manifests (64 bytes a chunk) and name records are small and read whole: inline
+        // values suit them.
+        ItemKind::Manifest | ItemKind::Name => {}
     }
     options
 }

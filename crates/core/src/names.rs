@@ -1,0 +1,231 @@
+//! Named objects: name records, their hybrid logical clock versions, and the merge that
+//! makes replicas agree.
+//!
+//! A name record lives on the R peers closest to the hash of its name. Every write of a
+//! name (a bind or a delete) carries a version from a hybrid logical clock: wall-clock
+//! milliseconds, a logical counter for events within one millisecond or behind a clock
+//! that lags, and the writer's id to break exact ties. The newest version wins, so
+//! replicas that saw the same writes agree on the same winner whatever the order they
+//! arrived in. A coordinator reads the current record before it writes and moves its clock
+//! past it, so a later write from the same client wins even through a peer whose clock is
+//! behind. A delete is a tombstone, a record like any other, so it wins over the older
+//! binding on every replica it reaches, and repair carries it to the others.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ItemKey, ItemKind, ObjectId, codec};
+
+/// Longest name, in bytes of UTF-8.
+pub const NAME_BYTES_MAX: usize = 1024;
+
+/// Why a string is not a valid name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error("a name cannot be empty")]
+    Empty,
+    #[error("name of {0} bytes is over the {NAME_BYTES_MAX}-byte limit")]
+    TooLong(usize),
+    #[error("names cannot contain control characters")]
+    ControlCharacter,
+    #[error("names cannot start with '/' or contain an empty segment ('//')")]
+    EmptySegment,
+    #[error("a name cannot be 64 hex characters: that is how ids are written")]
+    LooksLikeAnId,
+}
+
+/// Checks a name: 1 to 1024 bytes of UTF-8, no control characters, `/`-separated
+/// non-empty segments, and not spelled like an id.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(NameError::TooLong(name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::ControlCharacter);
+    }
+    if name.starts_with('/') || name.contains("//") {
+        return Err(NameError::EmptySegment);
+    }
+    if name.parse::<ObjectId>().is_ok() {
+        return Err(NameError::LooksLikeAnId);
+    }
+    Ok(())
+}
+
+/// The key of a name's record.
+pub fn name_key(name: &str) -> ItemKey {
+    let id = blake3::Hasher::new().update(b"shoal name\0").update(name.as_bytes()).finalize();
+    ItemKey { kind: ItemKind::Name, id: *id.as_bytes() }
+}
+
+/// A hybrid logical clock timestamp. Ordered by wall time, then counter, then writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub wall_ms: u64,
+    pub logical: u32,
+    /// The writing peer's tie-breaker, so two writes never share a version.
+    pub writer: u64,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{:016x}", self.wall_ms, self.logical, self.writer)
+    }
+}
+
+/// A peer's hybrid logical clock.
+#[derive(Debug, Clone)]
+pub struct HybridClock {
+    writer: u64,
+    last: Version,
+}
+
+impl HybridClock {
+    pub fn new(writer: u64) -> Self {
+        Self { writer, last: Version { writer, ..Version::default() } }
+    }
+
+    /// A version newer than every version this clock issued or observed.
+    pub fn tick(&mut self, wall_ms: u64) -> Version {
+        let next = if wall_ms > self.last.wall_ms {
+            Version { wall_ms, logical: 0, writer: self.writer }
+        } else {
+            Version { wall_ms: self.last.wall_ms, logical: self.last.logical + 1, writer: self.writer }
+        };
+        self.last = next;
+        next
+    }
+
+    /// Moves the clock past a version seen elsewhere.
+    pub fn observe(&mut self, seen: Version) {
+        if seen > self.last {
+            self.last = Version { writer: self.writer, ..seen };
+        }
+    }
+}
+
+/// What a name points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Binding {
+    Object {
+        id: ObjectId,
+        size: u64,
+    },
+    /// The name was deleted.
+    Tombstone,
+}
+
+/// One version of a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecord {
+    pub name: String,
+    pub version: Version,
+    pub binding: Binding,
+}
+
+impl NameRecord {
+    pub fn key(&self) -> ItemKey {
+        name_key(&self.name)
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        self.binding == Binding::Tombstone
+    }
+
+    /// Whether `self` wins over `other`: the newer version, and between equal versions
+    /// (which one writer never issues twice) the larger encoding, so every replica picks
+    /// the same.
+    pub fn wins_over(&self, other: &NameRecord) -> bool {
+        (self.version, codec::encode(self)) > (other.version, codec::encode(other))
+    }
+}
+
+/// The winner of two copies of a name's record.
+pub fn merge(a: NameRecord, b: NameRecord) -> NameRecord {
+    if b.wins_over(&a) { b } else { a }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn record(wall_ms: u64, logical: u32, writer: u64, tomb: bool) -> NameRecord {
+        let binding = if tomb {
+            Binding::Tombstone
+        } else {
+            Binding::Object { id: ObjectId::from(blake3::hash(&wall_ms.to_be_bytes())), size: wall_ms }
+        };
+        NameRecord { name: "photos/cat.jpg".into(), version: Version { wall_ms, logical, writer }, binding }
+    }
+
+    fn any_record() -> impl Strategy<Value = NameRecord> {
+        (0u64..4, 0u32..3, 0u64..3, any::<bool>()).prop_map(|(w, l, n, t)| record(w, l, n, t))
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_idempotent(a in any_record(), b in any_record(), c in any_record()) {
+            prop_assert_eq!(merge(a.clone(), b.clone()), merge(b.clone(), a.clone()));
+            prop_assert_eq!(
+                merge(merge(a.clone(), b.clone()), c.clone()),
+                merge(a.clone(), merge(b.clone(), c.clone()))
+            );
+            prop_assert_eq!(merge(a.clone(), a.clone()), a);
+        }
+
+        #[test]
+        fn any_arrival_order_gives_the_same_winner(mut records in proptest::collection::vec(any_record(), 1..8), seed: u64) {
+            let forward = records.iter().cloned().reduce(merge).unwrap();
+            let len = records.len();
+            records.rotate_left((seed as usize) % len);
+            records.reverse();
+            prop_assert_eq!(records.into_iter().reduce(merge).unwrap(), forward);
+        }
+
+        #[test]
+        fn clock_versions_only_grow(walls in proptest::collection::vec(0u64..100, 1..50), seen in proptest::collection::vec(0u64..200, 0..10)) {
+            let mut clock = HybridClock::new(7);
+            let mut last = Version::default();
+            for (i, wall) in walls.into_iter().enumerate() {
+                if let Some(&s) = seen.get(i) {
+                    clock.observe(Version { wall_ms: s, logical: 5, writer: 1 });
+                }
+                let next = clock.tick(wall);
+                prop_assert!(next > last);
+                last = next;
+            }
+        }
+    }
+
+    #[test]
+    fn a_lagging_clock_still_writes_after_what_it_saw() {
+        // A client writes through peer A, whose clock is an hour ahead, then through
+        // peer B: B read A's version before writing, so B's write is newer.
+        let mut a = HybridClock::new(1);
+        let mut b = HybridClock::new(2);
+        let first = a.tick(10_000_000);
+        b.observe(first);
+        let second = b.tick(6_400_000);
+        assert!(second > first);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(validate_name("photos/cat.jpg"), Ok(()));
+        assert_eq!(validate_name("été/日本.txt"), Ok(()));
+        assert_eq!(validate_name(""), Err(NameError::Empty));
+        assert_eq!(validate_name(&"a".repeat(1025)), Err(NameError::TooLong(1025)));
+        assert_eq!(validate_name("a\nb"), Err(NameError::ControlCharacter));
+        assert_eq!(validate_name("/abs"), Err(NameError::EmptySegment));
+        assert_eq!(validate_name("a//b"), Err(NameError::EmptySegment));
+        assert_eq!(validate_name(&"ab".repeat(32)), Err(NameError::LooksLikeAnId));
+        assert_ne!(name_key("a"), name_key("b"));
+    }
+}
