@@ -36,19 +36,37 @@ enum Command {
     /// Store a file (or standard input: `-`) and print its id.
     Put {
         file: PathBuf,
+        /// Also bind this name (a UTF-8 path like photos/cat.jpg) to the object.
+        #[arg(long)]
+        name: Option<String>,
         /// Acks to wait for per item: one, quorum or all.
         #[arg(long)]
         consistency: Option<Consistency>,
     },
-    /// Fetch an object by id to standard output or a file.
+    /// Fetch an object, by id or by name, to standard output or a file.
     Get {
-        id: String,
+        target: String,
         /// Where to write it; `-` or nothing for standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Replicas that must answer a name lookup: one, quorum or all.
+        #[arg(long)]
+        consistency: Option<Consistency>,
     },
-    /// Show an object's size and chunk count.
-    Head { id: String },
+    /// Show an object's size and chunk count, by id, or a name's binding.
+    Head {
+        target: String,
+        #[arg(long)]
+        consistency: Option<Consistency>,
+    },
+    /// Delete a name.
+    Rm {
+        name: String,
+        #[arg(long)]
+        consistency: Option<Consistency>,
+    },
+    /// List the live names under a prefix (all names without one).
+    Ls { prefix: Option<String> },
     /// Show the daemon's peer, network and store.
     Status,
 }
@@ -68,11 +86,24 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.api)?;
     match cli.command {
-        Command::Put { file, consistency } => put(&client, &file, consistency, cli.json).await,
-        Command::Get { id, output } => get(&client, &parse_id(&id)?, output.as_deref()).await,
-        Command::Head { id } => head(&client, &parse_id(&id)?, cli.json).await,
+        Command::Put { file, name, consistency } => put(&client, &file, name.as_deref(), consistency, cli.json).await,
+        Command::Get { target, output, consistency } => get(&client, &target, output.as_deref(), consistency).await,
+        Command::Head { target, consistency } => head(&client, &target, consistency, cli.json).await,
+        Command::Rm { name, consistency } => {
+            if looks_like_id(&name) {
+                bail!("deleting an object by id is not supported yet; delete the names bound to it");
+            }
+            Ok(client.delete_name(&name, consistency).await?)
+        }
+        Command::Ls { prefix } => ls(&client, prefix.as_deref().unwrap_or(""), cli.json).await,
         Command::Status => status(&client, cli.json).await,
     }
+}
+
+/// Ids are 64 hex characters, and names never are; anything else that looks almost like
+/// an id (hex, 40 to 80 characters) is treated as a mistyped id, not as a name.
+fn looks_like_id(target: &str) -> bool {
+    (40..=80).contains(&target.len()) && target.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn parse_id(text: &str) -> anyhow::Result<ObjectId> {
@@ -90,7 +121,13 @@ fn progress(len: Option<u64>, quiet: bool) -> ProgressBar {
     bar
 }
 
-async fn put(client: &Client, file: &Path, consistency: Option<Consistency>, json: bool) -> anyhow::Result<()> {
+async fn put(
+    client: &Client,
+    file: &Path,
+    name: Option<&str>,
+    consistency: Option<Consistency>,
+    json: bool,
+) -> anyhow::Result<()> {
     let (reader, len): (Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>, Option<u64>) = if file == Path::new("-") {
         (Box::new(tokio::io::stdin()), None)
     } else {
@@ -116,19 +153,38 @@ async fn put(client: &Client, file: &Path, consistency: Option<Consistency>, jso
         }
     });
     let body = body.chain(end_check);
-    let receipt = client.put(body, consistency).await;
-    bar.finish_and_clear();
-    let receipt = receipt?;
-    if json {
-        println!("{}", serde_json::to_string(&receipt)?);
-    } else {
-        println!("{}", receipt.id);
-    }
+    let (id, json_receipt) = match name {
+        Some(name) => {
+            let receipt = client.put_named(name, body, consistency).await;
+            bar.finish_and_clear();
+            let receipt = receipt?;
+            (receipt.object.id, serde_json::to_string(&receipt)?)
+        }
+        None => {
+            let receipt = client.put(body, consistency).await;
+            bar.finish_and_clear();
+            let receipt = receipt?;
+            (receipt.id, serde_json::to_string(&receipt)?)
+        }
+    };
+    println!("{}", if json { json_receipt } else { id.to_string() });
     Ok(())
 }
 
-async fn get(client: &Client, id: &ObjectId, output: Option<&Path>) -> anyhow::Result<()> {
-    let download = client.get(id, None).await?;
+async fn get(
+    client: &Client,
+    target: &str,
+    output: Option<&Path>,
+    consistency: Option<Consistency>,
+) -> anyhow::Result<()> {
+    let (id, download) = if looks_like_id(target) {
+        let id = parse_id(target)?;
+        (id, client.get(&id, None).await?)
+    } else {
+        let (download, named) = client.get_named(target, consistency).await?;
+        (named.id, download)
+    };
+    let id = &id;
     let bar = progress(Some(download.len), false);
     let bytes = download.bytes.inspect_ok(|chunk| bar.inc(chunk.len() as u64));
     let result = match output.filter(|path| *path != Path::new("-")) {
@@ -184,12 +240,39 @@ where
     Ok(())
 }
 
-async fn head(client: &Client, id: &ObjectId, json: bool) -> anyhow::Result<()> {
-    let info = client.head(id).await?;
-    if json {
-        println!("{}", serde_json::json!({ "id": id, "size": info.size, "chunks": info.chunks }));
+async fn head(client: &Client, target: &str, consistency: Option<Consistency>, json: bool) -> anyhow::Result<()> {
+    let (id, info, named) = if looks_like_id(target) {
+        let id = parse_id(target)?;
+        (id, client.head(&id).await?, None)
     } else {
-        println!("id      {id}\nsize    {}\nchunks  {}", info.size, info.chunks);
+        let (info, named) = client.head_named(target, consistency).await?;
+        (named.id, info, Some(named))
+    };
+    let mut fields = serde_json::json!({ "id": id, "size": info.size, "chunks": info.chunks });
+    if let Some(named) = &named {
+        fields["name"] = target.into();
+        fields["version"] = named.version.clone().into();
+        fields["modified_ms"] = named.modified_ms.into();
+    }
+    if json {
+        println!("{fields}");
+        return Ok(());
+    }
+    if let Some(named) = &named {
+        println!("name     {target}\nversion  {}\nmodified {} ms since the epoch", named.version, named.modified_ms);
+    }
+    println!("id       {id}\nsize     {}\nchunks   {}", info.size, info.chunks);
+    Ok(())
+}
+
+async fn ls(client: &Client, prefix: &str, json: bool) -> anyhow::Result<()> {
+    let names = client.list_names(prefix).await?;
+    if json {
+        println!("{}", serde_json::to_string(&names)?);
+        return Ok(());
+    }
+    for name in names {
+        println!("{}\t{}\t{}", name.name, name.size, name.id);
     }
     Ok(())
 }

@@ -50,7 +50,9 @@ fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
     // Unknown and malformed ids, a missing file.
     let unknown = blake3::hash(b"never stored").to_hex();
     assert!(one_line_error(&testnet.shoal(2, &["get", unknown.as_str()])).contains("not found"));
-    assert!(one_line_error(&testnet.shoal(2, &["get", "xyz"])).contains("malformed id"));
+    let mistyped = &unknown.as_str()[..63];
+    assert!(one_line_error(&testnet.shoal(2, &["get", mistyped])).contains("malformed id"));
+    assert!(one_line_error(&testnet.shoal(2, &["get", "no/such/name"])).contains("not found"));
     assert!(one_line_error(&testnet.shoal(2, &["put", "/no/such/file"])).contains("cannot open /no/such/file"));
     let answer = http(&testnet.api(2), "GET /v1/objects/xyz HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400") && answer.contains(r#""code":"malformed_id""#), "{answer}");

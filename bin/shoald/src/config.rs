@@ -61,6 +61,7 @@ pub struct Config {
     pub repair_bytes_per_sec: u64,
     pub scrub_bytes_per_sec: u64,
     pub scrub_pause_secs: u64,
+    pub tombstone_lifetime_secs: u64,
     pub fault_injection: bool,
 }
 
@@ -80,6 +81,7 @@ impl Default for Config {
             repair_bytes_per_sec: 64 << 20,
             scrub_bytes_per_sec: 8 << 20,
             scrub_pause_secs: 3600,
+            tombstone_lifetime_secs: 7 * 24 * 3600,
             fault_injection: false,
         }
     }
@@ -152,6 +154,7 @@ impl Config {
             repair_bytes_per_sec: self.repair_bytes_per_sec,
             scrub_bytes_per_sec: self.scrub_bytes_per_sec,
             scrub_pause: Duration::from_secs(self.scrub_pause_secs),
+            tombstone_lifetime: Duration::from_secs(self.tombstone_lifetime_secs),
         }
     }
 }

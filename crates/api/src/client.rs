@@ -8,14 +8,16 @@ use reqwest::{StatusCode, header};
 use shoal_core::{Consistency, ObjectId};
 use shoal_node::PutReceipt;
 
-use crate::error::{ApiError, ErrorBody};
-use crate::{CHUNKS_HEADER, LocalItem, StatusReport};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::{
+    CHUNKS_HEADER, ID_HEADER, LocalItem, MODIFIED_HEADER, NameInfo, NamedPutReceipt, StatusReport, VERSION_HEADER,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The daemon answered with an error.
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] ApiError),
     /// The daemon could not be reached or the transfer broke.
     #[error("cannot reach the daemon at {url}: {reason}")]
@@ -97,11 +99,8 @@ impl Client {
     where
         B: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
     {
-        let mut request = self.http.post(format!("{}/v1/objects", self.base)).body(reqwest::Body::wrap_stream(body));
-        if let Some(level) = consistency {
-            request = request.query(&[("consistency", level.to_string())]);
-        }
-        let response = self.send(request).await?;
+        let request = self.http.post(format!("{}/v1/objects", self.base)).body(reqwest::Body::wrap_stream(body));
+        let response = self.send(with_consistency(request, consistency)).await?;
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -112,6 +111,10 @@ impl Client {
             request = request.header(header::RANGE, format!("bytes={}-{}", range.start, range.end.saturating_sub(1)));
         }
         let response = self.send(request).await?;
+        self.download(response)
+    }
+
+    fn download(&self, response: reqwest::Response) -> Result<ObjectDownload, ClientError> {
         let info = object_info(&response)?;
         let len = response.content_length().ok_or_else(|| ClientError::Protocol("no Content-Length".into()))?;
         let base = self.base.clone();
@@ -122,12 +125,36 @@ impl Client {
     }
 
     pub async fn head(&self, id: &ObjectId) -> Result<ObjectInfo, ClientError> {
-        let response = self.http.head(self.object_url(id)).send().await.map_err(|e| self.transport(e))?;
+        let response = self.head_response(self.http.head(self.object_url(id)), &id.to_string()).await?;
+        object_info(&response)
+    }
+
+    /// Size and chunk count of the object `name` is bound to, and the binding.
+    pub async fn head_named(
+        &self,
+        name: &str,
+        consistency: Option<Consistency>,
+    ) -> Result<(ObjectInfo, NameHeaders), ClientError> {
+        let request = with_consistency(self.http.head(self.name_url(name)), consistency);
+        let response = self.head_response(request, &format!("name {name:?}")).await?;
+        Ok((object_info(&response)?, name_headers(&response)?))
+    }
+
+    async fn head_response(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| self.transport(e))?;
         match response.status() {
-            status if status.is_success() => object_info(&response),
+            status if status.is_success() => Ok(response),
             // HEAD answers carry no body, so the error is rebuilt from the status.
-            StatusCode::NOT_FOUND => {
-                Err(ApiError::new(crate::ErrorCode::NotFound, format!("object {id} not found")).into())
+            StatusCode::NOT_FOUND => Err(ApiError::new(ErrorCode::NotFound, format!("{what} not found")).into()),
+            StatusCode::BAD_REQUEST => {
+                Err(ApiError::new(ErrorCode::BadRequest, format!("bad request for {what}")).into())
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                Err(ApiError::new(ErrorCode::Unavailable, format!("{what} unavailable right now")).into())
             }
             status => Err(ClientError::Protocol(format!("HTTP {status}"))),
         }
@@ -136,6 +163,48 @@ impl Client {
     pub async fn status(&self) -> Result<StatusReport, ClientError> {
         let response = self.send(self.http.get(format!("{}/v1/status", self.base))).await?;
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Streams `body` in and binds `name` to it.
+    pub async fn put_named<B>(
+        &self,
+        name: &str,
+        body: B,
+        consistency: Option<Consistency>,
+    ) -> Result<NamedPutReceipt, ClientError>
+    where
+        B: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    {
+        let request = self.http.put(self.name_url(name)).body(reqwest::Body::wrap_stream(body));
+        let response = self.send(with_consistency(request, consistency)).await?;
+        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Streams the object `name` is bound to, and the binding.
+    pub async fn get_named(
+        &self,
+        name: &str,
+        consistency: Option<Consistency>,
+    ) -> Result<(ObjectDownload, NameHeaders), ClientError> {
+        let response = self.send(with_consistency(self.http.get(self.name_url(name)), consistency)).await?;
+        let named = name_headers(&response)?;
+        Ok((self.download(response)?, named))
+    }
+
+    pub async fn delete_name(&self, name: &str, consistency: Option<Consistency>) -> Result<(), ClientError> {
+        self.send(with_consistency(self.http.delete(self.name_url(name)), consistency)).await?;
+        Ok(())
+    }
+
+    /// Every live name under `prefix`.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<NameInfo>, ClientError> {
+        let request = self.http.get(format!("{}/v1/names", self.base)).query(&[("prefix", prefix)]);
+        let response = self.send(request).await?;
+        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    fn name_url(&self, name: &str) -> String {
+        format!("{}/v1/names/{}", self.base, encode_path(name))
     }
 
     /// The items the daemon holds in its own store.
@@ -147,6 +216,49 @@ impl Client {
     fn object_url(&self, id: &ObjectId) -> String {
         format!("{}/v1/objects/{id}", self.base)
     }
+}
+
+/// What a named get says about the binding it served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameHeaders {
+    pub id: ObjectId,
+    pub version: String,
+    pub modified_ms: u64,
+}
+
+fn name_headers(response: &reqwest::Response) -> Result<NameHeaders, ClientError> {
+    let text = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Protocol(format!("missing {name} header")))
+    };
+    Ok(NameHeaders {
+        id: text(ID_HEADER)?.parse().map_err(|e: shoal_core::ParseIdError| ClientError::Protocol(e.to_string()))?,
+        version: text(VERSION_HEADER)?,
+        modified_ms: text(MODIFIED_HEADER)?.parse().map_err(|_| ClientError::Protocol("bad modified time".into()))?,
+    })
+}
+
+fn with_consistency(request: reqwest::RequestBuilder, consistency: Option<Consistency>) -> reqwest::RequestBuilder {
+    match consistency {
+        Some(level) => request.query(&[("consistency", level.to_string())]),
+        None => request,
+    }
+}
+
+/// Percent-encodes a name for a URL path, keeping its `/` separators.
+fn encode_path(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 fn object_info(response: &reqwest::Response) -> Result<ObjectInfo, ClientError> {

@@ -63,7 +63,8 @@ impl IntoResponse for ApiError {
 impl From<NodeError> for ApiError {
     fn from(error: NodeError) -> Self {
         let code = match &error {
-            NodeError::NotFound(_) => ErrorCode::NotFound,
+            NodeError::NotFound(_) | NodeError::NameNotFound(_) => ErrorCode::NotFound,
+            NodeError::BadName(_) => ErrorCode::BadRequest,
             NodeError::TooLarge => ErrorCode::TooLarge,
             NodeError::Body(_) => ErrorCode::UploadFailed,
             NodeError::InsufficientAcks { .. } => ErrorCode::InsufficientReplicas,

@@ -5,6 +5,10 @@
 //! |---|---|
 //! | `POST /v1/objects?consistency=one\|quorum\|all` | streams the body in; answers the id |
 //! | `GET /v1/objects/{id}` (Range) / `HEAD` | streams the object out, verified |
+//! | `PUT /v1/names/{name}?consistency=` | streams the body in and binds the name to it |
+//! | `GET` / `HEAD /v1/names/{name}?consistency=` | the named object, with id and version headers |
+//! | `DELETE /v1/names/{name}?consistency=` | deletes the name (a tombstone) |
+//! | `GET /v1/names?prefix=` | every live name under a prefix, once each |
 //! | `GET /v1/status` | the peer, its network and its store |
 //! | `GET /v1/items` | the items this peer holds (kind and hex key) |
 //! | `POST /v1/debug/corrupt/{kind}/{id}` | with `--fault-injection` only: damages a local item |
@@ -21,11 +25,17 @@ mod metrics;
 mod range;
 mod server;
 
-pub use client::{Client, ClientError, ObjectDownload, ObjectInfo};
+pub use client::{Client, ClientError, NameHeaders, ObjectDownload, ObjectInfo};
 pub use error::{ApiError, ErrorCode};
-pub use server::{LocalItem, Options, StatusReport, router};
+pub use server::{LocalItem, NamedPutReceipt, Options, StatusReport, router};
+pub use shoal_node::NameInfo;
 pub use shoal_node::PutReceipt;
 pub use shoal_node::RepairStatus;
 
 /// Response header carrying an object's chunk count.
 pub const CHUNKS_HEADER: &str = "x-shoal-chunks";
+/// Response headers of a named object: its id, the name's version and when it was written
+/// (milliseconds since the Unix epoch).
+pub const ID_HEADER: &str = "x-shoal-id";
+pub const VERSION_HEADER: &str = "x-shoal-version";
+pub const MODIFIED_HEADER: &str = "x-shoal-modified-ms";

@@ -13,13 +13,13 @@ use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId};
-use shoal_node::{Network, Node, PutReceipt, RepairStatus};
+use shoal_node::{NameInfo, Network, Node, PutReceipt, RepairStatus};
 use shoal_store::Store;
 
-use crate::CHUNKS_HEADER;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::range::{RangeRequest, parse_range};
+use crate::{CHUNKS_HEADER, ID_HEADER, MODIFIED_HEADER, VERSION_HEADER};
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +59,25 @@ type Shared<S, N> = State<Arc<AppState<S, N>>>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutParams {
+struct ConsistencyParams {
     consistency: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    prefix: Option<String>,
+}
+
+/// The consistency level of a request (QUORUM unless it says otherwise).
+fn consistency_of(params: Result<Query<ConsistencyParams>, QueryRejection>) -> Result<Consistency, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    match params.consistency {
+        Some(text) => text
+            .parse()
+            .map_err(|e: shoal_core::ParseConsistencyError| ApiError::new(ErrorCode::BadRequest, e.to_string())),
+        None => Ok(Consistency::default()),
+    }
 }
 
 /// The API over `node`.
@@ -73,6 +90,8 @@ pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Route
     router
         .route("/v1/objects", post(put_object::<S, N>))
         .route("/v1/objects/{id}", get(get_object::<S, N>))
+        .route("/v1/names", get(list_names::<S, N>))
+        .route("/v1/names/{*name}", get(get_named::<S, N>).put(put_named::<S, N>).delete(delete_named::<S, N>))
         .route("/v1/status", get(status::<S, N>))
         .route("/v1/items", get(local_items::<S, N>))
         .route("/metrics", get(metrics::<S, N>))
@@ -101,23 +120,82 @@ fn parse_id(text: &str) -> Result<ObjectId, ApiError> {
 
 async fn put_object<S: Store, N: Network>(
     State(state): Shared<S, N>,
-    params: Result<Query<PutParams>, QueryRejection>,
+    params: Result<Query<ConsistencyParams>, QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<PutReceipt>), ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-    let consistency = match params.consistency {
-        Some(text) => text
-            .parse()
-            .map_err(|e: shoal_core::ParseConsistencyError| ApiError::new(ErrorCode::BadRequest, e.to_string()))?,
-        None => Consistency::default(),
-    };
-    let metrics = &state.metrics;
-    let body = body.into_data_stream().inspect_ok(|bytes| {
-        metrics.object_bytes_in.inc_by(bytes.len() as u64);
-    });
-    let receipt = state.node.put(body, consistency).await?;
+    let consistency = consistency_of(params)?;
+    let receipt = state.node.put(counted_body(&state, body), consistency).await?;
     tracing::info!(object = %receipt.id, size = receipt.size, %consistency, "stored");
     Ok((StatusCode::CREATED, Json(receipt)))
+}
+
+/// The request body, counted into the bytes-in metric as it streams.
+fn counted_body<S: Store, N: Network>(
+    state: &AppState<S, N>,
+    body: Body,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + '_ {
+    body.into_data_stream().inspect_ok(|bytes| {
+        state.metrics.object_bytes_in.inc_by(bytes.len() as u64);
+    })
+}
+
+/// `PUT /v1/names/{name}`: answers both the object receipt and the binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPutReceipt {
+    #[serde(flatten)]
+    pub object: PutReceipt,
+    pub name: NameInfo,
+}
+
+async fn put_named<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    Path(name): Path<String>,
+    params: Result<Query<ConsistencyParams>, QueryRejection>,
+    body: Body,
+) -> Result<(StatusCode, Json<NamedPutReceipt>), ApiError> {
+    let consistency = consistency_of(params)?;
+    let (object, name) = state.node.put_named(&name, counted_body(&state, body), consistency).await?;
+    tracing::info!(name = %name.name, object = %object.id, version = %name.version, "bound");
+    Ok((StatusCode::CREATED, Json(NamedPutReceipt { object, name })))
+}
+
+async fn get_named<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    Path(name): Path<String>,
+    params: Result<Query<ConsistencyParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let consistency = consistency_of(params)?;
+    let info = state
+        .node
+        .resolve_name(&name, consistency)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("name {name:?} not found")))?;
+    let mut response = serve_object(&state, info.id, &headers).await?;
+    let extra = response.headers_mut();
+    extra.insert(VERSION_HEADER, header_value(&info.version));
+    extra.insert(MODIFIED_HEADER, header_value(info.modified_ms));
+    extra.insert(ID_HEADER, header_value(info.id));
+    Ok(response)
+}
+
+async fn delete_named<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    Path(name): Path<String>,
+    params: Result<Query<ConsistencyParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let consistency = consistency_of(params)?;
+    state.node.delete_name(&name, consistency).await?;
+    tracing::info!(%name, "deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_names<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<NameInfo>>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    Ok(Json(state.node.list_names(params.prefix.as_deref().unwrap_or("")).await?))
 }
 
 async fn get_object<S: Store, N: Network>(
@@ -125,7 +203,15 @@ async fn get_object<S: Store, N: Network>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    serve_object(&state, parse_id(&id)?, &headers).await
+}
+
+/// Streams object `id`, or the range `headers` ask for.
+async fn serve_object<S: Store, N: Network>(
+    state: &Arc<AppState<S, N>>,
+    id: ObjectId,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let manifest = state.node.manifest(id).await?;
     let size = manifest.size;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ItemKey;
 use crate::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
+use crate::names::NameRecord;
 
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub enum Request {
     BucketKeys { buckets: Vec<Bucket> },
     /// Handoff: which of these items do you hold?
     Have { keys: Vec<ItemKey> },
+    /// Listing: the name records you hold whose names start with `prefix`, tombstones
+    /// included (they decide which older bindings are dead).
+    ListNames { prefix: String },
 }
 
 /// The answer to a [`Request`].
@@ -37,6 +41,7 @@ pub enum Response {
     Keys(Vec<(ItemKey, ContentTag)>),
     /// One answer per asked key, in order.
     Have(Vec<bool>),
+    Names(Vec<NameRecord>),
     /// The request failed on the remote side.
     Failed(String),
 }

@@ -38,7 +38,8 @@ pub struct NetStatus {
 pub enum NetError {
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
-    #[error("peer {peer}: {reason}")]
+    /// A request to `peer` failed; callers name the peer themselves.
+    #[error("{reason}")]
     Request { peer: PeerKey, reason: String },
     #[error("{0} is not a libp2p peer id")]
     BadPeer(PeerKey),

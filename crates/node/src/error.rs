@@ -7,6 +7,10 @@ use shoal_store::StoreError;
 pub enum NodeError {
     #[error("object {0} not found")]
     NotFound(ObjectId),
+    #[error("name {0:?} not found")]
+    NameNotFound(String),
+    #[error("bad name: {0}")]
+    BadName(String),
     #[error("object is over the {max} byte limit", max = shoal_core::MAX_OBJECT_SIZE)]
     TooLarge,
     #[error("upload failed: {0}")]

@@ -12,6 +12,7 @@
 mod error;
 mod index;
 mod membership;
+mod names;
 mod network;
 mod node;
 mod read;
@@ -22,6 +23,7 @@ mod write;
 mod tests;
 
 pub use error::NodeError;
+pub use names::NameInfo;
 pub use network::{Network, NetworkError, NetworkStatus};
 pub use node::{Node, NodeConfig, NodeStatus};
 pub use repair::RepairStatus;

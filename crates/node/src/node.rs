@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
+use shoal_core::names::HybridClock;
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
@@ -21,6 +22,11 @@ use crate::repair::{
 use crate::{Network, NodeError};
 
 const KEY_LOCK_STRIPES: usize = 64;
+
+/// This peer's tie-breaker in versions: 8 bytes of its id's hash.
+fn writer_id(peer: &PeerKey) -> u64 {
+    u64::from_be_bytes(peer.key_hash().as_bytes()[..8].try_into().expect("8 of 32 bytes"))
+}
 
 /// Replica settings. R is network-wide; the window bounds memory per request.
 #[derive(Debug, Clone)]
@@ -42,6 +48,10 @@ pub struct NodeConfig {
     pub scrub_bytes_per_sec: u64,
     /// Pause between two scrub passes over every item.
     pub scrub_pause: Duration,
+    /// How long a deleted name's tombstone is kept: longer than any peer may be away and
+    /// still come back with its data (a peer away longer must be wiped before it rejoins),
+    /// or the old binding could return with it.
+    pub tombstone_lifetime: Duration,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +65,7 @@ impl Default for NodeConfig {
             repair_bytes_per_sec: 64 << 20,
             scrub_bytes_per_sec: 8 << 20,
             scrub_pause: Duration::from_secs(3600),
+            tombstone_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -100,6 +111,8 @@ pub(crate) struct Inner<S, N> {
     pub corrupt_in_repair: Mutex<HashSet<ItemKey>>,
     /// Striped by key: held across a store write or delete and the index update after it.
     pub key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Versions for name writes coordinated here.
+    pub clock: Mutex<HybridClock>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
@@ -126,6 +139,7 @@ impl<S: Store, N: Network> Node<S, N> {
             scrub_rate: RateLimit::new(config.scrub_bytes_per_sec),
             corrupt_in_repair: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             config,
             store: Arc::new(store),
             network,
@@ -142,11 +156,12 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// The R peers that should hold `key`: the closest among every peer a DHT lookup
-    /// reaches, this one included. Peers that do not answer the lookup are not candidates,
-    /// so writes go to the R closest reachable peers.
+    /// reaches and every peer counted as a holder (a peer down for less than the grace
+    /// period still is), this one included. So writes go to the R closest reachable
+    /// peers, and a write at ALL fails while one of them is down but not yet replaced.
     pub async fn placement(&self, key: &ItemKey) -> Result<Vec<PeerKey>, NodeError> {
         let mut candidates = self.inner.network.closest_peers(&key.id).await?;
-        candidates.push(self.local_peer().clone());
+        candidates.extend(self.view());
         Ok(closest(&key.id, &candidates, self.inner.config.replication_factor))
     }
 
@@ -234,6 +249,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 Response::Keys(self.bucket_keys(&buckets))
             }
             Request::Have { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => Response::Have(self.have(&keys)),
+            Request::ListNames { prefix } => Response::Names(self.local_names(&prefix).await),
             Request::BucketKeys { .. } | Request::Have { .. } => Response::Failed("too many keys asked".into()),
         }
     }

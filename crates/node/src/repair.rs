@@ -466,7 +466,10 @@ impl<S: Store, N: Network> Node<S, N> {
             };
             for key in keys {
                 match self.with_store(move |store| store.get(&key)).await {
-                    Ok(Some(value)) => self.inner.scrub_rate.acquire(value.len()).await,
+                    Ok(Some(value)) => {
+                        self.inner.scrub_rate.acquire(value.len()).await;
+                        self.purge_if_expired_tombstone(key, &value).await;
+                    }
                     // Gone from the store behind the index's back: forget it, so nobody is
                     // told this peer holds it.
                     Ok(None) => {
@@ -480,6 +483,22 @@ impl<S: Store, N: Network> Node<S, N> {
                 self.inner.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
             }
             tokio::time::sleep(self.inner.config.scrub_pause).await;
+        }
+    }
+
+    /// Drops a tombstone older than the tombstone lifetime: by then every peer that could
+    /// still hold the binding it deleted has seen it or been wiped.
+    async fn purge_if_expired_tombstone(&self, key: ItemKey, value: &[u8]) {
+        if key.kind != ItemKind::Name {
+            return;
+        }
+        let record: shoal_core::names::NameRecord = codec::decode(value).expect("verified by the store");
+        let age_ms = crate::names::wall_ms().saturating_sub(record.version.wall_ms);
+        if record.is_tombstone() && u128::from(age_ms) > self.inner.config.tombstone_lifetime.as_millis() {
+            match self.delete_local(key).await {
+                Ok(()) => debug!(name = %record.name, "purged an expired tombstone"),
+                Err(error) => warn!(name = %record.name, "cannot purge a tombstone: {error}"),
+            }
         }
     }
 

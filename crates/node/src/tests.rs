@@ -264,7 +264,7 @@ mod repair {
     const GRACE: Duration = Duration::from_secs(30);
 
     impl Cluster {
-        fn connect_all(&self) {
+        pub(super) fn connect_all(&self) {
             for a in 0..self.peers.len() {
                 for b in 0..self.peers.len() {
                     self.node(a).peer_up(self.peers[b].clone());
@@ -272,7 +272,7 @@ mod repair {
             }
         }
 
-        fn live(&self) -> Vec<usize> {
+        pub(super) fn live(&self) -> Vec<usize> {
             (0..self.peers.len()).filter(|&i| self.fault(i) != Some(Fault::Down)).collect()
         }
 
@@ -280,14 +280,14 @@ mod repair {
             self.world.faults.lock().unwrap().get(&self.peers[index]).copied()
         }
 
-        fn kill(&self, index: usize) {
+        pub(super) fn kill(&self, index: usize) {
             self.set_fault(index, Fault::Down);
             for other in self.live() {
                 self.node(other).peer_down(&self.peers[index]);
             }
         }
 
-        fn revive(&self, index: usize) {
+        pub(super) fn revive(&self, index: usize) {
             self.world.faults.lock().unwrap().remove(&self.peers[index]);
             for other in self.live() {
                 self.node(other).peer_up(self.peers[index].clone());
@@ -428,5 +428,102 @@ mod repair {
         assert!(node.fetch_local(key).await.is_some());
         let counters = &node.inner.counters;
         assert!(counters.corrupt_repaired.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    }
+}
+
+mod names {
+    use shoal_core::codec;
+    use shoal_core::names::{NameRecord, name_key};
+
+    use super::*;
+
+    impl Cluster {
+        /// The record each holder of `name` has, by peer.
+        fn records(&self, name: &str) -> Vec<(usize, Option<NameRecord>)> {
+            let key = name_key(name);
+            (0..self.peers.len())
+                .map(|i| (i, self.node(i).inner.store.get(&key).unwrap().map(|v| codec::decode(&v).unwrap())))
+                .filter(|(_, record)| record.is_some())
+                .collect()
+        }
+
+        fn holders_of_name(&self, name: &str) -> Vec<usize> {
+            let holders = closest(&name_key(name).id, &self.peers, 3);
+            holders.iter().map(|h| self.peers.iter().position(|p| p == h).unwrap()).collect()
+        }
+    }
+
+    async fn bind(node: &TestNode, name: &str, len: usize, consistency: Consistency) -> Result<ObjectId, NodeError> {
+        let (receipt, _) = node.put_named(name, body(&object(len)), consistency).await?;
+        Ok(receipt.id)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_writes_of_one_name_converge_on_every_replica() {
+        let cluster = Cluster::new(6);
+        cluster.connect_all();
+        let (a, b) = (cluster.node(0), cluster.node(5));
+        let (first, second) =
+            tokio::join!(bind(&a, "race", 100, Consistency::Quorum), bind(&b, "race", 200, Consistency::Quorum));
+        let ids = [first.unwrap(), second.unwrap()];
+        for index in 0..6 {
+            cluster.node(index).repair_round().await;
+        }
+        let records = cluster.records("race");
+        assert_eq!(records.len(), 3, "on exactly R peers: {records:?}");
+        assert!(records.windows(2).all(|w| w[0].1 == w[1].1), "replicas disagree: {records:?}");
+        let winner = cluster.node(2).resolve_name("race", Consistency::All).await.unwrap().unwrap();
+        assert!(ids.contains(&winner.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_names_a_down_replica_and_quorum_catches_it_up_after_it_returns() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let holders = cluster.holders_of_name("doc");
+        let down = holders[0];
+        let coordinator = (0..5).find(|i| !holders.contains(i)).unwrap();
+        bind(&cluster.node(coordinator), "doc", 10, Consistency::All).await.unwrap();
+        cluster.kill(down);
+
+        let error = bind(&cluster.node(coordinator), "doc", 20, Consistency::All).await.unwrap_err();
+        assert!(matches!(error, NodeError::InsufficientAcks { .. }), "{error}");
+        assert!(error.to_string().contains(&cluster.peers[down].to_string()), "does not name the peer: {error}");
+
+        let newer = bind(&cluster.node(coordinator), "doc", 30, Consistency::Quorum).await.unwrap();
+        cluster.revive(down);
+        cluster.node(down).repair_round().await;
+        let (_, record) = cluster.records("doc").into_iter().find(|(i, _)| *i == down).unwrap();
+        assert!(
+            matches!(record.unwrap().binding, shoal_core::names::Binding::Object { id, .. } if id == newer),
+            "the returned replica did not catch up"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_deleted_while_a_replica_was_down_stays_deleted() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let holders = cluster.holders_of_name("gone");
+        let down = holders[1];
+        let coordinator = (0..5).find(|i| !holders.contains(i)).unwrap();
+        bind(&cluster.node(coordinator), "gone", 10, Consistency::All).await.unwrap();
+        cluster.kill(down);
+        cluster.node(coordinator).delete_name("gone", Consistency::Quorum).await.unwrap();
+
+        // It returns with the old binding; reads and repair must not bring it back.
+        cluster.revive(down);
+        for index in 0..5 {
+            assert_eq!(cluster.node(index).resolve_name("gone", Consistency::Quorum).await.unwrap(), None);
+        }
+        for index in 0..5 {
+            cluster.node(index).repair_round().await;
+        }
+        for index in 0..5 {
+            assert_eq!(cluster.node(index).resolve_name("gone", Consistency::One).await.unwrap(), None, "peer {index}");
+        }
+        let records = cluster.records("gone");
+        assert!(records.iter().all(|(_, r)| r.as_ref().unwrap().is_tombstone()), "{records:?}");
+        assert!(cluster.node(0).list_names("").await.unwrap().is_empty());
     }
 }

@@ -190,7 +190,7 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(acks)
     }
 
-    async fn store_on(&self, peer: &PeerKey, key: ItemKey, value: Bytes) -> Result<(), String> {
+    pub(crate) async fn store_on(&self, peer: &PeerKey, key: ItemKey, value: Bytes) -> Result<(), String> {
         if peer == self.local_peer() {
             return self.store_local(key, value).await.map_err(|e| e.to_string());
         }

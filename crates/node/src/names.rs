@@ -1,0 +1,233 @@
+//! Named objects: reads and writes of name records at a consistency level, read repair,
+//! deletes as tombstones, and listing.
+//!
+//! A name record lives on the R peers closest to the hash of its name. A read asks every
+//! holder, needs answers from as many as the consistency level says, returns the winner
+//! of their versions, and (at QUORUM and ALL) writes the winner back to holders that
+//! answered with an older version or none. A write first reads at the same level, moves
+//! the hybrid clock past what it saw, and writes a newer version: with R + W > N, a read
+//! sees every write acknowledged before it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::Stream;
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use shoal_core::names::{Binding, NameRecord, name_key, validate_name};
+use shoal_core::wire::{Request, Response};
+use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId, PeerKey, codec};
+use shoal_store::Store;
+use tracing::debug;
+
+use crate::error::describe_failures;
+use crate::write::PutReceipt;
+use crate::{Network, Node, NodeError};
+
+/// A live name as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameInfo {
+    pub name: String,
+    pub id: ObjectId,
+    pub size: u64,
+    /// The version, `wall_ms.logical.writer`: newer versions win.
+    pub version: String,
+    /// When the binding was written, in milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+}
+
+impl NameInfo {
+    fn of(record: &NameRecord) -> Option<Self> {
+        match record.binding {
+            Binding::Object { id, size } => Some(Self {
+                name: record.name.clone(),
+                id,
+                size,
+                version: record.version.to_string(),
+                modified_ms: record.version.wall_ms,
+            }),
+            Binding::Tombstone => None,
+        }
+    }
+}
+
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<S: Store, N: Network> Node<S, N> {
+    /// The name's current binding, read at `consistency`; `None` if it never existed or
+    /// was deleted.
+    pub async fn resolve_name(&self, name: &str, consistency: Consistency) -> Result<Option<NameInfo>, NodeError> {
+        validate_name(name).map_err(|e| NodeError::BadName(e.to_string()))?;
+        Ok(self.read_name(name, consistency).await?.as_ref().and_then(NameInfo::of))
+    }
+
+    /// Stores the object streamed in `body` and binds `name` to it.
+    pub async fn put_named<B, E>(
+        &self,
+        name: &str,
+        body: B,
+        consistency: Consistency,
+    ) -> Result<(PutReceipt, NameInfo), NodeError>
+    where
+        B: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        validate_name(name).map_err(|e| NodeError::BadName(e.to_string()))?;
+        let receipt = self.put(body, consistency).await?;
+        let binding = Binding::Object { id: receipt.id, size: receipt.size };
+        let record = self.write_name(name, binding, consistency).await?;
+        Ok((receipt, NameInfo::of(&record).expect("a binding, not a tombstone")))
+    }
+
+    /// Deletes `name` (a tombstone newer than every version read at `consistency`).
+    pub async fn delete_name(&self, name: &str, consistency: Consistency) -> Result<(), NodeError> {
+        validate_name(name).map_err(|e| NodeError::BadName(e.to_string()))?;
+        if self.resolve_name(name, consistency).await?.is_none() {
+            return Err(NodeError::NameNotFound(name.to_owned()));
+        }
+        self.write_name(name, Binding::Tombstone, consistency).await?;
+        Ok(())
+    }
+
+    /// Every live name starting with `prefix`, each once, in name order. Asks every
+    /// counted peer: the cost grows with the size of the network, not of the listing.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<NameInfo>, NodeError> {
+        let view = self.view();
+        let answers = join_all(view.iter().map(|peer| async move {
+            if peer == self.local_peer() {
+                return Ok(self.local_names(prefix).await);
+            }
+            match self.inner.network.request(peer, Request::ListNames { prefix: prefix.to_owned() }).await {
+                Ok(Response::Names(records)) => Ok(records),
+                Ok(other) => Err((peer.to_string(), format!("unexpected answer {other:?}"))),
+                Err(error) => Err((peer.to_string(), error.to_string())),
+            }
+        }))
+        .await;
+        let mut winners: std::collections::BTreeMap<String, NameRecord> = std::collections::BTreeMap::new();
+        let mut failures = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(records) => {
+                    for record in records.into_iter().filter(|r| r.name.starts_with(prefix)) {
+                        match winners.get(&record.name) {
+                            Some(known) if !record.wins_over(known) => {}
+                            _ => {
+                                winners.insert(record.name.clone(), record);
+                            }
+                        }
+                    }
+                }
+                Err(failure) => failures.push(failure),
+            }
+        }
+        if !failures.is_empty() {
+            debug!("listing without some peers: {}", describe_failures(&failures));
+        }
+        Ok(winners.values().filter_map(NameInfo::of).collect())
+    }
+
+    /// The name records this peer holds under `prefix`.
+    pub(crate) async fn local_names(&self, prefix: &str) -> Vec<NameRecord> {
+        let keys: Vec<ItemKey> = {
+            let index = self.inner.index.lock().expect("never poisoned");
+            index.occupied().flat_map(|(_, keys)| keys.keys().copied()).filter(|k| k.kind == ItemKind::Name).collect()
+        };
+        let prefix = prefix.to_owned();
+        self.with_store(move |store| {
+            let mut records = Vec::new();
+            for key in keys {
+                if let Some(value) = store.get(&key)? {
+                    let record: NameRecord = codec::decode(&value).expect("verified by the store");
+                    if record.name.starts_with(&prefix) {
+                        records.push(record);
+                    }
+                }
+            }
+            Ok(records)
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Reads a name's record from its holders: the winner among `consistency.required(R)`
+    /// or more answers, written back to holders that had an older one or none.
+    async fn read_name(&self, name: &str, consistency: Consistency) -> Result<Option<NameRecord>, NodeError> {
+        let key = name_key(name);
+        let holders = self.placement(&key).await?;
+        let answers = join_all(holders.iter().map(|peer| self.fetch_record(peer, key))).await;
+        let mut failures = Vec::new();
+        let mut answered = Vec::new();
+        for (peer, answer) in holders.iter().zip(answers) {
+            match answer {
+                Ok(record) => answered.push((peer.clone(), record)),
+                Err(reason) => failures.push((peer.to_string(), reason)),
+            }
+        }
+        let required = consistency.required(self.inner.config.replication_factor);
+        if answered.len() < required {
+            return Err(NodeError::InsufficientAcks {
+                key,
+                got: answered.len(),
+                required,
+                failures: describe_failures(&failures),
+            });
+        }
+        let winner = answered.iter().filter_map(|(_, record)| record.clone()).reduce(shoal_core::names::merge);
+        if let Some(winner) = &winner {
+            self.inner.clock.lock().expect("never poisoned").observe(winner.version);
+            if consistency != Consistency::One {
+                self.read_repair(winner, &answered);
+            }
+        }
+        Ok(winner)
+    }
+
+    /// Writes `winner` back, in the background, to holders that answered without it.
+    fn read_repair(&self, winner: &NameRecord, answered: &[(PeerKey, Option<NameRecord>)]) {
+        let value: Bytes = codec::encode(winner).into();
+        for (peer, record) in answered {
+            if record.as_ref() == Some(winner) {
+                continue;
+            }
+            let (node, peer, value, key) = (self.clone(), peer.clone(), value.clone(), winner.key());
+            tokio::spawn(async move {
+                if let Err(reason) = node.store_on(&peer, key, value).await {
+                    debug!(%peer, "read repair failed: {reason}");
+                }
+            });
+        }
+    }
+
+    async fn fetch_record(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<NameRecord>, String> {
+        let value = if peer == self.local_peer() {
+            self.fetch_local(key).await
+        } else {
+            match self.inner.network.request(peer, Request::Fetch { key }).await {
+                Ok(Response::Item(item)) => item,
+                Ok(Response::Failed(reason)) => return Err(reason),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(error) => return Err(error.to_string()),
+            }
+        };
+        let Some(value) = value else { return Ok(None) };
+        shoal_core::verify_item(&key, &value).map_err(|e| format!("sent a bad record: {e}"))?;
+        Ok(Some(codec::decode(&value).expect("verified above")))
+    }
+
+    /// Reads at `consistency`, then writes a newer version.
+    async fn write_name(
+        &self,
+        name: &str,
+        binding: Binding,
+        consistency: Consistency,
+    ) -> Result<NameRecord, NodeError> {
+        self.read_name(name, consistency).await?;
+        let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
+        let record = NameRecord { name: name.to_owned(), version, binding };
+        self.replicate(record.key(), codec::encode(&record).into(), consistency).await?;
+        Ok(record)
+    }
+}
