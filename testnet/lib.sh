@@ -70,9 +70,10 @@ bootstrap_for() {
   echo "${addrs[*]}"
 }
 
-# Starts peer $1 in the background. Failure detection and anti-entropy run on short
-# timers here (override with SHOAL_FAILURE_GRACE_MS, SHOAL_ANTI_ENTROPY_INTERVAL_MS), and
-# fault injection is on, for churn and repair experiments.
+# Starts peer $1 in the background. Failure detection, anti-entropy and collection run on
+# short timers here (override with SHOAL_FAILURE_GRACE_MS, SHOAL_ANTI_ENTROPY_INTERVAL_MS,
+# SHOAL_GC_GRACE_MS, SHOAL_GC_INTERVAL_MS), and fault injection is on, for churn, repair
+# and deletion experiments.
 start_peer() {
   local i=$1 dir base
   dir=$(peer_dir "$i")
@@ -83,6 +84,7 @@ start_peer() {
   SHOAL_LOG=${SHOAL_LOG:-info} \
     SHOAL_FAILURE_GRACE_MS=${SHOAL_FAILURE_GRACE_MS:-2000} \
     SHOAL_ANTI_ENTROPY_INTERVAL_MS=${SHOAL_ANTI_ENTROPY_INTERVAL_MS:-1000} \
+    SHOAL_GC_GRACE_MS=${SHOAL_GC_GRACE_MS:-10000} SHOAL_GC_INTERVAL_MS=${SHOAL_GC_INTERVAL_MS:-1000} \
     setsid "$BIN_DIR/shoald" --data-dir "$dir" --fault-injection \
     --listen "/ip4/127.0.0.1/tcp/$((base + 2 * i + 1))" --api-addr "127.0.0.1:$((base + 2 * i))" \
     --bootstrap "$(bootstrap_for "$i")" >>"$dir/log" 2>&1 </dev/null &

@@ -59,9 +59,10 @@ enum Command {
         #[arg(long)]
         consistency: Option<Consistency>,
     },
-    /// Delete a name.
+    /// Delete a name, or an unnamed object by id (its space is reclaimed after the grace
+    /// period unless a name refers to it).
     Rm {
-        name: String,
+        target: String,
         #[arg(long)]
         consistency: Option<Consistency>,
     },
@@ -89,12 +90,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Put { file, name, consistency } => put(&client, &file, name.as_deref(), consistency, cli.json).await,
         Command::Get { target, output, consistency } => get(&client, &target, output.as_deref(), consistency).await,
         Command::Head { target, consistency } => head(&client, &target, consistency, cli.json).await,
-        Command::Rm { name, consistency } => {
-            if looks_like_id(&name) {
-                bail!("deleting an object by id is not supported yet; delete the names bound to it");
-            }
-            Ok(client.delete_name(&name, consistency).await?)
+        Command::Rm { target, consistency } if looks_like_id(&target) => {
+            Ok(client.delete_object(&parse_id(&target)?, consistency).await?)
         }
+        Command::Rm { target, consistency } => Ok(client.delete_name(&target, consistency).await?),
         Command::Ls { prefix } => ls(&client, prefix.as_deref().unwrap_or(""), cli.json).await,
         Command::Status => status(&client, cli.json).await,
     }

@@ -67,6 +67,16 @@ fn body_of(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, body)| body)
 }
 
+/// The body of a complete answer: `None` when the connection broke before the body
+/// reached its Content-Length (the serving peer was killed mid-answer).
+fn complete_body(answer: &str) -> Option<&str> {
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let length = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))?;
+    (length.parse::<usize>().ok()? == body.len()).then_some(body)
+}
+
 /// One HTTP exchange, or `None` if the peer could not be reached at all.
 fn try_http(api: &str, request: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(api.trim_start_matches("http://")).ok()?;
@@ -97,7 +107,7 @@ fn read(api: &str, key: &'static str) -> Option<Read> {
     let began = Instant::now();
     let answer = try_http(api, &request)?;
     let value = match status_of(&answer) {
-        200 => Some(body_of(&answer).to_owned()),
+        200 => Some(complete_body(&answer)?.to_owned()),
         404 => None,
         _ => return None,
     };
@@ -197,9 +207,9 @@ fn quorum_reads_see_the_latest_acknowledged_write_through_churn() {
         let began = Instant::now();
         let answer = http(&apis[0], &request);
         let value = match status_of(&answer) {
-            200 => Some(body_of(&answer).to_owned()),
+            200 => Some(complete_body(&answer).expect("a complete answer").to_owned()),
             404 => None,
-            other => panic!("final read of {key} failed with {other}: {answer}"),
+            other => panic!("final read of {key} failed with {other}: {}", body_of(&answer)),
         };
         finals.reads.push(Read { key, value, began, ended: Instant::now() });
     }

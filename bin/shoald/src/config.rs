@@ -37,6 +37,12 @@ pub struct Args {
     /// Time between anti-entropy rounds when nothing changes.
     #[arg(long, env = "SHOAL_ANTI_ENTROPY_INTERVAL_MS")]
     pub anti_entropy_interval_ms: Option<u64>,
+    /// How long a manifest or chunk nothing refers to is kept before it is deleted.
+    #[arg(long, env = "SHOAL_GC_GRACE_MS")]
+    pub gc_grace_ms: Option<u64>,
+    /// Time between collection rounds (at most a third of the grace period).
+    #[arg(long, env = "SHOAL_GC_INTERVAL_MS")]
+    pub gc_interval_ms: Option<u64>,
     /// Serve POST /v1/debug/corrupt/{kind}/{id}, which damages a local item: for tests
     /// and repair drills only.
     #[arg(long, env = "SHOAL_FAULT_INJECTION")]
@@ -62,6 +68,8 @@ pub struct Config {
     pub scrub_bytes_per_sec: u64,
     pub scrub_pause_secs: u64,
     pub tombstone_lifetime_secs: u64,
+    pub gc_grace_ms: u64,
+    pub gc_interval_ms: u64,
     pub fault_injection: bool,
 }
 
@@ -82,6 +90,8 @@ impl Default for Config {
             scrub_bytes_per_sec: 8 << 20,
             scrub_pause_secs: 3600,
             tombstone_lifetime_secs: 7 * 24 * 3600,
+            gc_grace_ms: 3_600_000,
+            gc_interval_ms: 300_000,
             fault_injection: false,
         }
     }
@@ -114,6 +124,12 @@ impl Config {
         if let Some(interval) = args.anti_entropy_interval_ms {
             config.anti_entropy_interval_ms = interval;
         }
+        if let Some(grace) = args.gc_grace_ms {
+            config.gc_grace_ms = grace;
+        }
+        if let Some(interval) = args.gc_interval_ms {
+            config.gc_interval_ms = interval;
+        }
         config.fault_injection |= args.fault_injection;
         config.validate()?;
         Ok(config)
@@ -135,6 +151,10 @@ impl Config {
         );
         anyhow::ensure!((1..=256).contains(&self.repair_concurrency), "repair_concurrency must be 1 to 256");
         anyhow::ensure!(self.repair_bytes_per_sec > 0, "repair_bytes_per_sec must be positive");
+        anyhow::ensure!(
+            self.gc_interval_ms > 0 && self.gc_interval_ms * 3 <= self.gc_grace_ms,
+            "gc_interval_ms must be positive and at most a third of gc_grace_ms"
+        );
         anyhow::ensure!(self.scrub_bytes_per_sec > 0, "scrub_bytes_per_sec must be positive");
         anyhow::ensure!(!self.listen.is_empty(), "at least one listen address is needed");
         Ok(())
@@ -155,6 +175,8 @@ impl Config {
             scrub_bytes_per_sec: self.scrub_bytes_per_sec,
             scrub_pause: Duration::from_secs(self.scrub_pause_secs),
             tombstone_lifetime: Duration::from_secs(self.tombstone_lifetime_secs),
+            gc_grace: Duration::from_millis(self.gc_grace_ms),
+            gc_interval: Duration::from_millis(self.gc_interval_ms),
         }
     }
 }

@@ -191,6 +191,12 @@ impl Client {
         Ok((self.download(response)?, named))
     }
 
+    /// Deletes an unnamed object by id.
+    pub async fn delete_object(&self, id: &ObjectId, consistency: Option<Consistency>) -> Result<(), ClientError> {
+        self.send(with_consistency(self.http.delete(self.object_url(id)), consistency)).await?;
+        Ok(())
+    }
+
     pub async fn delete_name(&self, name: &str, consistency: Option<Consistency>) -> Result<(), ClientError> {
         self.send(with_consistency(self.http.delete(self.name_url(name)), consistency)).await?;
         Ok(())

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /v1/objects?consistency=one\|quorum\|all` | streams the body in; answers the id |
 //! | `GET /v1/objects/{id}` (Range) / `HEAD` | streams the object out, verified |
+//! | `DELETE /v1/objects/{id}?consistency=` | deletes an unnamed object (its pin) |
 //! | `PUT /v1/names/{name}?consistency=` | streams the body in and binds the name to it |
 //! | `GET` / `HEAD /v1/names/{name}?consistency=` | the named object, with id and version headers |
 //! | `DELETE /v1/names/{name}?consistency=` | deletes the name (a tombstone) |

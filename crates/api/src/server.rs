@@ -89,7 +89,7 @@ pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Route
     }
     router
         .route("/v1/objects", post(put_object::<S, N>))
-        .route("/v1/objects/{id}", get(get_object::<S, N>))
+        .route("/v1/objects/{id}", get(get_object::<S, N>).delete(delete_object::<S, N>))
         .route("/v1/names", get(list_names::<S, N>))
         .route("/v1/names/{*name}", get(get_named::<S, N>).put(put_named::<S, N>).delete(delete_named::<S, N>))
         .route("/v1/status", get(status::<S, N>))
@@ -177,6 +177,18 @@ async fn get_named<S: Store, N: Network>(
     extra.insert(MODIFIED_HEADER, header_value(info.modified_ms));
     extra.insert(ID_HEADER, header_value(info.id));
     Ok(response)
+}
+
+async fn delete_object<S: Store, N: Network>(
+    State(state): Shared<S, N>,
+    Path(id): Path<String>,
+    params: Result<Query<ConsistencyParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let consistency = consistency_of(params)?;
+    let id = parse_id(&id)?;
+    state.node.delete_object(id, consistency).await?;
+    tracing::info!(object = %id, "deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_named<S: Store, N: Network>(

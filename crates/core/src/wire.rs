@@ -27,6 +27,8 @@ pub enum Request {
     /// Listing: the name records you hold whose names start with `prefix`, tombstones
     /// included (they decide which older bindings are dead).
     ListNames { prefix: String },
+    /// Collection: these items are still referenced; keep the ones you hold.
+    Mark { keys: Vec<ItemKey> },
 }
 
 /// The answer to a [`Request`].
@@ -42,6 +44,7 @@ pub enum Response {
     /// One answer per asked key, in order.
     Have(Vec<bool>),
     Names(Vec<NameRecord>),
+    Marked,
     /// The request failed on the remote side.
     Failed(String),
 }

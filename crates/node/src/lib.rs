@@ -10,6 +10,7 @@
 //! blocking pool, never on the async workers.
 
 mod error;
+mod gc;
 mod index;
 mod membership;
 mod names;

@@ -75,7 +75,7 @@ impl<S: Store, N: Network> Node<S, N> {
         E: std::fmt::Display,
     {
         validate_name(name).map_err(|e| NodeError::BadName(e.to_string()))?;
-        let receipt = self.put(body, consistency).await?;
+        let receipt = self.store_object(body, consistency).await?;
         let binding = Binding::Object { id: receipt.id, size: receipt.size };
         let record = self.write_name(name, binding, consistency).await?;
         Ok((receipt, NameInfo::of(&record).expect("a binding, not a tombstone")))
@@ -88,6 +88,24 @@ impl<S: Store, N: Network> Node<S, N> {
             return Err(NodeError::NameNotFound(name.to_owned()));
         }
         self.write_name(name, Binding::Tombstone, consistency).await?;
+        Ok(())
+    }
+
+    /// Pins an unnamed object: a name record named by the object's id (no user name can
+    /// be spelled like an id) that keeps it from collection until it is deleted.
+    pub(crate) async fn pin(&self, id: ObjectId, size: u64, consistency: Consistency) -> Result<(), NodeError> {
+        self.write_name(&id.to_hex(), Binding::Object { id, size }, consistency).await?;
+        Ok(())
+    }
+
+    /// Deletes an unnamed object: its pin becomes a tombstone, and collection removes its
+    /// chunks from every replica after the grace period unless a name still refers to it.
+    pub async fn delete_object(&self, id: ObjectId, consistency: Consistency) -> Result<(), NodeError> {
+        let pin = self.read_name(&id.to_hex(), consistency).await?;
+        if pin.is_none_or(|pin| pin.is_tombstone()) {
+            return Err(NodeError::NotFound(id));
+        }
+        self.write_name(&id.to_hex(), Binding::Tombstone, consistency).await?;
         Ok(())
     }
 
@@ -126,7 +144,9 @@ impl<S: Store, N: Network> Node<S, N> {
         if !failures.is_empty() {
             debug!("listing without some peers: {}", describe_failures(&failures));
         }
-        Ok(winners.values().filter_map(NameInfo::of).collect())
+        // Pins are name records named by an id: not names a user gave.
+        let names = winners.values().filter(|record| record.name.parse::<ObjectId>().is_err());
+        Ok(names.filter_map(NameInfo::of).collect())
     }
 
     /// The name records this peer holds under `prefix`.

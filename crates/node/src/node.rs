@@ -1,6 +1,6 @@
 //! The node: shared state, placement, local store access and inbound requests.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// still come back with its data (a peer away longer must be wiped before it rejoins),
     /// or the old binding could return with it.
     pub tombstone_lifetime: Duration,
+    /// How long a manifest or chunk nothing refers to is kept before it is deleted.
+    pub gc_grace: Duration,
+    /// Time between collection rounds; several must fit in `gc_grace`.
+    pub gc_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -66,6 +70,8 @@ impl Default for NodeConfig {
             scrub_bytes_per_sec: 8 << 20,
             scrub_pause: Duration::from_secs(3600),
             tombstone_lifetime: Duration::from_secs(7 * 24 * 3600),
+            gc_grace: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(300),
         }
     }
 }
@@ -113,12 +119,18 @@ pub(crate) struct Inner<S, N> {
     pub key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Versions for name writes coordinated here.
     pub clock: Mutex<HybridClock>,
+    /// When each manifest and chunk was last found referenced (or arrived).
+    pub marks: Mutex<HashMap<ItemKey, tokio::time::Instant>>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
     /// A node over `store`; reads every key (and every name record) once to build its index.
     pub fn new(config: NodeConfig, store: S, network: N) -> Result<Self, NodeError> {
         assert!(config.replication_factor >= 1 && config.chunks_in_flight >= 1 && config.repair_concurrency >= 1);
+        assert!(
+            config.gc_interval * 3 <= config.gc_grace,
+            "collection rounds must fit several times in the grace period"
+        );
         let mut keys = Vec::new();
         for kind in ItemKind::ALL {
             for key in store.keys(kind)? {
@@ -140,6 +152,7 @@ impl<S: Store, N: Network> Node<S, N> {
             corrupt_in_repair: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
+            marks: Mutex::new(HashMap::new()),
             config,
             store: Arc::new(store),
             network,
@@ -177,7 +190,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Serializes store-and-index updates of one key, so the index never disagrees with the
     /// store about it (a delete racing a put would otherwise leave one of them stale).
-    async fn lock_key(&self, key: &ItemKey) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn lock_key(&self, key: &ItemKey) -> tokio::sync::MutexGuard<'_, ()> {
         let stripes = &self.inner.key_locks;
         stripes[usize::from(key.id[0]) % stripes.len()].lock().await
     }
@@ -198,6 +211,7 @@ impl<S: Store, N: Network> Node<S, N> {
             })
             .await?;
         self.inner.index.lock().expect("never poisoned").insert(key, tag);
+        self.mark(key);
         Ok(())
     }
 
@@ -250,6 +264,11 @@ impl<S: Store, N: Network> Node<S, N> {
             }
             Request::Have { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => Response::Have(self.have(&keys)),
             Request::ListNames { prefix } => Response::Names(self.local_names(&prefix).await),
+            Request::Mark { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => {
+                self.mark_held(&keys);
+                Response::Marked
+            }
+            Request::Mark { .. } => Response::Failed("too many keys asked".into()),
             Request::BucketKeys { .. } | Request::Have { .. } => Response::Failed("too many keys asked".into()),
         }
     }

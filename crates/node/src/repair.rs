@@ -60,6 +60,8 @@ pub(crate) struct RepairCounters {
     pub scrubbed: AtomicU64,
     pub corrupt_found: AtomicU64,
     pub corrupt_repaired: AtomicU64,
+    pub collected_items: AtomicU64,
+    pub collected_bytes: AtomicU64,
 }
 
 /// A snapshot of [`RepairCounters`].
@@ -81,6 +83,9 @@ pub struct RepairStatus {
     pub scrubbed: u64,
     pub corrupt_found: u64,
     pub corrupt_repaired: u64,
+    /// Manifests and chunks deleted because nothing referred to them any more.
+    pub collected_items: u64,
+    pub collected_bytes: u64,
 }
 
 impl RepairCounters {
@@ -99,6 +104,8 @@ impl RepairCounters {
             scrubbed: get(&self.scrubbed),
             corrupt_found: get(&self.corrupt_found),
             corrupt_repaired: get(&self.corrupt_repaired),
+            collected_items: get(&self.collected_items),
+            collected_bytes: get(&self.collected_bytes),
         }
     }
 }
@@ -167,7 +174,7 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// The R peers of `view` that should hold `key`.
-    fn holders(&self, view: &[PeerKey], key: &ItemKey) -> Vec<PeerKey> {
+    pub(crate) fn holders(&self, view: &[PeerKey], key: &ItemKey) -> Vec<PeerKey> {
         let r = self.inner.config.replication_factor;
         bucket_holders(Bucket::of(key), view, r).unwrap_or_else(|| closest(&key.id, view, r))
     }
@@ -224,7 +231,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Runs repair rounds and scrub for as long as the returned future is polled: spawn
     /// it once per node and abort the task to stop.
     pub async fn run_maintenance(self) {
-        tokio::join!(self.clone().run_repair(), self.run_scrub());
+        tokio::join!(self.clone().run_repair(), self.clone().run_scrub(), self.run_gc());
     }
 
     async fn run_repair(self) {

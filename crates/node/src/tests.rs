@@ -155,7 +155,7 @@ async fn put_at_all_lands_on_exactly_the_r_closest_and_reads_back_everywhere() {
     assert_eq!((receipt.size, receipt.chunks, receipt.acks), (bytes.len() as u64, 4, 3));
 
     let keys = cluster.all_keys();
-    assert_eq!(keys.len(), 5, "four chunks and a manifest");
+    assert_eq!(keys.len(), 6, "four chunks, a manifest and the pin of an unnamed object");
     for key in &keys {
         let expected: HashSet<_> = closest(&key.id, &cluster.peers, 3).into_iter().collect();
         assert_eq!(cluster.holders(key), expected, "{key:?}");
@@ -525,5 +525,74 @@ mod names {
         let records = cluster.records("gone");
         assert!(records.iter().all(|(_, r)| r.as_ref().unwrap().is_tombstone()), "{records:?}");
         assert!(cluster.node(0).list_names("").await.unwrap().is_empty());
+    }
+}
+
+mod collection {
+    use super::*;
+
+    impl Cluster {
+        /// `count` collection rounds on every peer, one gc interval apart.
+        async fn collection_rounds(&self, count: u64) {
+            for _ in 0..count {
+                tokio::time::advance(NodeConfig::default().gc_interval).await;
+                for index in 0..self.peers.len() {
+                    self.node(index).gc_round().await;
+                }
+            }
+        }
+    }
+
+    /// Rounds in one grace period.
+    fn rounds_per_grace() -> u64 {
+        let config = NodeConfig::default();
+        config.gc_grace.as_secs() / config.gc_interval.as_secs()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deleting_one_of_two_objects_that_share_chunks_reclaims_only_its_own() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let a = object(3 * CHUNK_SIZE);
+        let mut b = a[..2 * CHUNK_SIZE].to_vec();
+        b.extend(std::iter::repeat_n(9u8, CHUNK_SIZE));
+        let b = Bytes::from(b);
+        let node = cluster.node(0);
+        let (a_receipt, _) = node.put_named("a", body(&a), Consistency::All).await.unwrap();
+        let (b_receipt, _) = node.put_named("b", body(&b), Consistency::All).await.unwrap();
+        let a_manifest = node.manifest(a_receipt.id).await.unwrap();
+        let a_only = ItemKey::chunk(a_manifest.chunks[2].id);
+        let shared = ItemKey::chunk(a_manifest.chunks[0].id);
+        node.delete_name("a", Consistency::All).await.unwrap();
+
+        // Within the grace period nothing goes.
+        cluster.collection_rounds(rounds_per_grace() - 2).await;
+        assert_eq!(cluster.holders(&a_only).len(), 3);
+
+        // The manifest goes one grace period after the name; its chunks one more later.
+        cluster.collection_rounds(rounds_per_grace() + 4).await;
+        assert!(cluster.holders(&a_only).is_empty(), "a's own chunk is still stored");
+        assert!(cluster.holders(&ItemKey::manifest(a_receipt.id)).is_empty(), "a's manifest is still stored");
+        assert_eq!(cluster.holders(&shared).len(), 3, "a chunk b shares went with a");
+        assert_eq!(get_all(&cluster.node(3), b_receipt.id).await.unwrap(), b);
+        let collected: u64 = (0..5)
+            .map(|i| cluster.node(i).inner.counters.collected_items.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        assert_eq!(collected, 6, "a's manifest and own chunk, on three peers each");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unnamed_objects_stay_until_deleted_by_id() {
+        let cluster = Cluster::new(4);
+        cluster.connect_all();
+        let bytes = object(CHUNK_SIZE + 5);
+        let id = cluster.node(0).put(body(&bytes), Consistency::All).await.unwrap().id;
+        cluster.collection_rounds(rounds_per_grace() + 2).await;
+        assert_eq!(get_all(&cluster.node(2), id).await.unwrap(), bytes);
+
+        cluster.node(1).delete_object(id, Consistency::All).await.unwrap();
+        assert!(matches!(cluster.node(1).delete_object(id, Consistency::All).await, Err(NodeError::NotFound(_))));
+        cluster.collection_rounds(2 * rounds_per_grace() + 2).await;
+        assert!(cluster.all_keys().iter().all(|key| key.kind == ItemKind::Name), "only the tombstone is left");
     }
 }

@@ -62,9 +62,23 @@ impl Chunker {
 }
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// Stores the object streamed in `body` and returns its id once every chunk and the
-    /// manifest have the acks `consistency` asks for.
+    /// Stores the object streamed in `body`, unnamed: it is pinned (kept until deleted by
+    /// id). Returns once every chunk, the manifest and the pin have the acks
+    /// `consistency` asks for.
     pub async fn put<B, E>(&self, body: B, consistency: Consistency) -> Result<PutReceipt, NodeError>
+    where
+        B: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let receipt = self.store_object(body, consistency).await?;
+        self.pin(receipt.id, receipt.size, consistency).await?;
+        Ok(receipt)
+    }
+
+    /// Stores the object streamed in `body` and returns its id once every chunk and the
+    /// manifest have the acks `consistency` asks for. Until a name or a pin refers to it,
+    /// collection may remove it after the grace period.
+    pub(crate) async fn store_object<B, E>(&self, body: B, consistency: Consistency) -> Result<PutReceipt, NodeError>
     where
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
