@@ -111,3 +111,35 @@ fn a_corrupt_copy_is_never_served_and_is_repaired_from_a_replica() {
     let held: BTreeSet<_> = testnet.items_with_kind(peer).into_iter().collect();
     assert!(chunks.iter().all(|chunk| held.contains(chunk)));
 }
+
+#[test]
+fn deleting_a_name_reclaims_its_space_on_every_replica_but_not_shared_chunks() {
+    let testnet = Testnet::up(4);
+    let work = tempfile::tempdir().unwrap();
+    let (a_file, a) = pseudo_random_file(work.path(), 3 << 20, "a");
+    let mut b = a[..2 << 20].to_vec();
+    b.extend(std::iter::repeat_n(7u8, 1 << 20));
+    let b_file = work.path().join("b");
+    std::fs::write(&b_file, &b).unwrap();
+    let a_id =
+        stdout(&testnet.shoal(1, &["put", a_file.to_str().unwrap(), "--name", "docs/a", "--consistency", "all"]));
+    let b_id =
+        stdout(&testnet.shoal(2, &["put", b_file.to_str().unwrap(), "--name", "docs/b", "--consistency", "all"]));
+    stdout(&testnet.shoal(3, &["rm", "docs/a", "--consistency", "all"]));
+
+    let a_only = blake3::hash(&a[2 << 20..]).to_hex().to_string();
+    let shared = blake3::hash(&a[..1 << 20]).to_hex().to_string();
+    let holding = |item: &str| (1..=4).filter(|&p| testnet.items(p).iter().any(|i| i == item)).count();
+    let deadline = std::time::Instant::now() + REPAIR_LIMIT;
+    while holding(&a_only) > 0 || holding(&a_id) > 0 {
+        assert!(std::time::Instant::now() < deadline, "a's chunk or manifest was never reclaimed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(holding(&shared), 3, "a chunk that b shares went with a");
+    assert_eq!(holding(&b_id), 3);
+    let copy = work.path().join("copy");
+    stdout(&testnet.shoal(4, &["get", "docs/b", "-o", copy.to_str().unwrap()]));
+    assert!(std::fs::read(&copy).unwrap() == b);
+    assert!(one_line_error(&testnet.shoal(4, &["get", "docs/a"])).contains("not found"));
+    assert_eq!(stdout(&testnet.shoal(1, &["ls", "docs/"])).lines().count(), 1);
+}

@@ -9,7 +9,8 @@
 //! that nothing marked for `gc_grace`: a deleted object's manifest goes one grace period
 //! after its last name, its chunks within a second one. Fresh items count as marked when they arrive, and
 //! so does everything when a peer starts, so a put in progress (chunks first, manifest
-//! next, name last) and a peer that just restarted never lose anything.
+//! next, name last) and a peer that just restarted never lose anything. Repair does not
+//! fetch back what this peer collected recently from a peer that has not swept it yet.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -103,6 +104,14 @@ impl<S: Store, N: Network> Node<S, N> {
         for key in manifests.into_iter().chain(chunks) {
             self.sweep(key, now).await;
         }
+        // Every holder sweeps an item within one grace period of the others.
+        let grace = self.inner.config.gc_grace;
+        self.inner.collected.lock().expect("never poisoned").retain(|_, at| now.duration_since(*at) < 2 * grace);
+    }
+
+    /// Whether this peer collected `key` recently (so repair must not fetch it back).
+    pub(crate) fn recently_collected(&self, key: &ItemKey) -> bool {
+        self.inner.collected.lock().expect("never poisoned").contains_key(key)
     }
 
     /// Deletes `key` if nothing marked it within the grace period, checked again under the
@@ -119,6 +128,7 @@ impl<S: Store, N: Network> Node<S, N> {
             Ok((len, _)) => {
                 self.inner.index.lock().expect("never poisoned").remove(&key);
                 self.inner.marks.lock().expect("never poisoned").remove(&key);
+                self.inner.collected.lock().expect("never poisoned").insert(key, now);
                 self.inner.counters.collected_items.fetch_add(1, Ordering::Relaxed);
                 self.inner.counters.collected_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 info!(item = ?key, "collected: nothing refers to it");

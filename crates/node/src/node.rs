@@ -121,6 +121,9 @@ pub(crate) struct Inner<S, N> {
     pub clock: Mutex<HybridClock>,
     /// When each manifest and chunk was last found referenced (or arrived).
     pub marks: Mutex<HashMap<ItemKey, tokio::time::Instant>>,
+    /// Items this peer collected recently: repair does not fetch them back from peers
+    /// that have not swept them yet.
+    pub collected: Mutex<HashMap<ItemKey, tokio::time::Instant>>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
@@ -153,6 +156,7 @@ impl<S: Store, N: Network> Node<S, N> {
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             marks: Mutex::new(HashMap::new()),
+            collected: Mutex::new(HashMap::new()),
             config,
             store: Arc::new(store),
             network,
@@ -212,6 +216,7 @@ impl<S: Store, N: Network> Node<S, N> {
             .await?;
         self.inner.index.lock().expect("never poisoned").insert(key, tag);
         self.mark(key);
+        self.inner.collected.lock().expect("never poisoned").remove(&key);
         Ok(())
     }
 

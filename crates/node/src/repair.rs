@@ -334,7 +334,9 @@ impl<S: Store, N: Network> Node<S, N> {
         // keeps whichever version wins.
         let fetches: Vec<Transfer> = theirs
             .iter()
-            .filter(|(key, tag)| ours.get(key) != Some(tag) && self.holders(view, key).contains(me))
+            .filter(|(key, tag)| {
+                ours.get(key) != Some(tag) && !self.recently_collected(key) && self.holders(view, key).contains(me)
+            })
             .map(|(key, _)| Transfer::Fetch { key: *key, from: peer.clone() })
             .collect();
         let missing_there =
