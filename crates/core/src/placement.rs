@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::Hash32;
 
+/// Most peers one Kademlia lookup returns: kad's bucket size k. A lookup that returns
+/// fewer found every reachable peer, so its answer holds for every key.
+pub const LOOKUP_PEERS_MAX: usize = 20;
+
 /// A point in the key space: the SHA-256 image of some bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyHash(Hash32);

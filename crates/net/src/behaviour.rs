@@ -6,9 +6,9 @@ use libp2p::{StreamProtocol, identify, identity::Keypair, kad, ping, request_res
 use crate::codec::TransferCodec;
 use crate::{KAD_PROTOCOL, NetConfig, TRANSFER_PROTOCOL};
 
-/// Transfer streams open at once on one connection, each direction. Each may buffer one
-/// frame (up to `codec::MAX_MESSAGE_BYTES`), so this bounds what one peer can make us hold.
-const MAX_STREAMS_PER_CONNECTION: usize = 32;
+/// Transfer streams open at once on one connection. Each may buffer one frame (up to
+/// `codec::MAX_MESSAGE_BYTES`), so this bounds what one peer can make us hold.
+pub(crate) const MAX_STREAMS_PER_CONNECTION: usize = 64;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -29,7 +29,11 @@ impl Behaviour {
             .set_replication_interval(None)
             .set_publication_interval(None)
             .set_provider_publication_interval(None)
-            .set_periodic_bootstrap_interval(Some(std::time::Duration::from_secs(60)));
+            .set_periodic_bootstrap_interval(Some(std::time::Duration::from_secs(60)))
+            // Placement relies on it: fewer results than this means the lookup saw everyone.
+            .set_replication_factor(
+                std::num::NonZeroUsize::new(shoal_core::placement::LOOKUP_PEERS_MAX).expect("non-zero"),
+            );
         let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Set explicitly: without a confirmed external address kad would stay a client and
         // other peers could not look anything up through us.

@@ -1,9 +1,18 @@
 //! The cloneable handle to the swarm task.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use libp2p::PeerId;
 use shoal_core::PeerKey;
 use shoal_core::wire::{Request, Response};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::behaviour::MAX_STREAMS_PER_CONNECTION;
+
+/// Requests this peer sends one peer at once: half the streams a connection allows, the
+/// other half left for that peer's requests to us.
+const REQUESTS_PER_PEER_MAX: usize = MAX_STREAMS_PER_CONNECTION / 2;
 
 /// A transfer request from another peer. Answer it by sending on `reply`; dropping
 /// `reply` makes the request fail on the remote side.
@@ -58,11 +67,19 @@ pub(crate) enum Command {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     local_peer: PeerKey,
+    /// Requests in flight to each peer: request-response fails new streams beyond its
+    /// per-connection limit instead of queueing them, so callers queue here.
+    in_flight: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>>,
 }
 
 impl Client {
     pub(crate) fn new(commands: mpsc::Sender<Command>, local_peer: PeerKey) -> Self {
-        Self { commands, local_peer }
+        Self { commands, local_peer, in_flight: Arc::default() }
+    }
+
+    fn slots(&self, peer: PeerId) -> Arc<Semaphore> {
+        let mut in_flight = self.in_flight.lock().expect("never poisoned");
+        in_flight.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(REQUESTS_PER_PEER_MAX))).clone()
     }
 
     pub fn local_peer(&self) -> &PeerKey {
@@ -85,6 +102,7 @@ impl Client {
     /// Sends one transfer request and waits for the answer (bounded by the request timeout).
     pub async fn request(&self, peer: &PeerKey, request: Request) -> Result<Response, NetError> {
         let peer_id = PeerId::from_bytes(peer.as_bytes()).map_err(|_| NetError::BadPeer(peer.clone()))?;
+        let _slot = self.slots(peer_id).acquire_owned().await.expect("never closed");
         self.call(|reply| Command::Request { peer: peer_id, request, reply })
             .await?
             .map_err(|reason| NetError::Request { peer: peer.clone(), reason })

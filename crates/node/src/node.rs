@@ -7,11 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
 use shoal_core::names::HybridClock;
-use shoal_core::placement::closest;
+use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::index::KeyIndex;
@@ -22,6 +23,9 @@ use crate::repair::{
 use crate::{Network, NodeError};
 
 const KEY_LOCK_STRIPES: usize = 64;
+
+/// How long a lookup that found every reachable peer stands in for new lookups.
+const WHOLE_NETWORK_TTL: Duration = Duration::from_secs(2);
 
 /// This peer's tie-breaker in versions: 8 bytes of its id's hash.
 fn writer_id(peer: &PeerKey) -> u64 {
@@ -124,6 +128,8 @@ pub(crate) struct Inner<S, N> {
     /// Items this peer collected recently: repair does not fetch them back from peers
     /// that have not swept them yet.
     pub collected: Mutex<HashMap<ItemKey, tokio::time::Instant>>,
+    /// The last lookup that found every reachable peer, and when.
+    pub whole_network: Mutex<Option<(Instant, Vec<PeerKey>)>>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
@@ -157,6 +163,7 @@ impl<S: Store, N: Network> Node<S, N> {
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             marks: Mutex::new(HashMap::new()),
             collected: Mutex::new(HashMap::new()),
+            whole_network: Mutex::new(None),
             config,
             store: Arc::new(store),
             network,
@@ -176,10 +183,35 @@ impl<S: Store, N: Network> Node<S, N> {
     /// reaches and every peer counted as a holder (a peer down for less than the grace
     /// period still is), this one included. So writes go to the R closest reachable
     /// peers, and a write at ALL fails while one of them is down but not yet replaced.
+    ///
+    /// A lookup that returns fewer than kad's k peers has found every reachable peer, so
+    /// its answer is reused for every key for a moment (until a peer comes or goes), which
+    /// spares small networks one lookup per item.
     pub async fn placement(&self, key: &ItemKey) -> Result<Vec<PeerKey>, NodeError> {
-        let mut candidates = self.inner.network.closest_peers(&key.id).await?;
+        let mut candidates = match self.whole_network() {
+            Some(peers) => peers,
+            None => {
+                let found = self.inner.network.closest_peers(&key.id).await?;
+                if found.len() < LOOKUP_PEERS_MAX {
+                    *self.inner.whole_network.lock().expect("never poisoned") = Some((Instant::now(), found.clone()));
+                }
+                found
+            }
+        };
         candidates.extend(self.view());
         Ok(closest(&key.id, &candidates, self.inner.config.replication_factor))
+    }
+
+    /// Every reachable peer, if a recent lookup found them all and nobody came or went.
+    fn whole_network(&self) -> Option<Vec<PeerKey>> {
+        let cached = self.inner.whole_network.lock().expect("never poisoned");
+        let (found_at, peers) = cached.as_ref()?;
+        (found_at.elapsed() < WHOLE_NETWORK_TTL).then(|| peers.clone())
+    }
+
+    /// Forgets the cached whole network: a peer came or went.
+    pub(crate) fn forget_whole_network(&self) {
+        *self.inner.whole_network.lock().expect("never poisoned") = None;
     }
 
     /// Runs a store call on the blocking pool.

@@ -151,12 +151,14 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Reports that `peer` is reachable and compatible.
     pub fn peer_up(&self, peer: PeerKey) {
         if peer != *self.local_peer() && self.inner.membership.lock().expect("never poisoned").up(peer) {
+            self.forget_whole_network();
             self.inner.repair_wakeup.notify_one();
         }
     }
 
     /// Reports that the last connection to `peer` closed.
     pub fn peer_down(&self, peer: &PeerKey) {
+        self.forget_whole_network();
         self.inner.membership.lock().expect("never poisoned").down(peer, Instant::now());
         self.inner.repair_wakeup.notify_one();
     }
