@@ -135,10 +135,7 @@ mod tests {
 
     use super::*;
     use crate::placement::closest;
-
-    fn peers(seeds: &[u32]) -> Vec<PeerKey> {
-        seeds.iter().map(|seed| PeerKey::from_bytes(&seed.to_be_bytes())).collect()
-    }
+    use crate::placement::tests::peers;
 
     proptest! {
         #[test]

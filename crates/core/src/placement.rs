@@ -129,12 +129,13 @@ pub fn closest<'a>(key: &[u8], peers: impl IntoIterator<Item = &'a PeerKey>, r: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
 
-    fn peers(seeds: &[u32]) -> Vec<PeerKey> {
+    /// Peers made from small numbers, for tests here and in `digest`.
+    pub(crate) fn peers(seeds: &[u32]) -> Vec<PeerKey> {
         seeds.iter().map(|seed| PeerKey::from_bytes(&seed.to_be_bytes())).collect()
     }
 

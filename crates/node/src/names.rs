@@ -222,16 +222,8 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     async fn fetch_record(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<NameRecord>, String> {
-        let value = if peer == self.local_peer() {
-            self.fetch_local(key).await
-        } else {
-            match self.inner.network.request(peer, Request::Fetch { key }).await {
-                Ok(Response::Item(item)) => item,
-                Ok(Response::Failed(reason)) => return Err(reason),
-                Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                Err(error) => return Err(error.to_string()),
-            }
-        };
+        let value =
+            if peer == self.local_peer() { self.fetch_local(key).await } else { self.fetch_remote(peer, key).await? };
         let Some(value) = value else { return Ok(None) };
         shoal_core::verify_item(&key, &value).map_err(|e| format!("sent a bad record: {e}"))?;
         Ok(Some(codec::decode(&value).expect("verified above")))

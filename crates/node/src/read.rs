@@ -111,7 +111,8 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(holders)
     }
 
-    async fn fetch_remote(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<Bytes>, String> {
+    /// The item from `peer`, unverified; `None` if it does not hold it.
+    pub(crate) async fn fetch_remote(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<Bytes>, String> {
         match self.inner.network.request(peer, Request::Fetch { key }).await {
             Ok(Response::Item(item)) => Ok(item),
             Ok(Response::Failed(reason)) => Err(reason),

@@ -391,13 +391,7 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     async fn fetch_from(&self, peer: &PeerKey, key: ItemKey) -> Result<Bytes, String> {
-        match self.inner.network.request(peer, Request::Fetch { key }).await {
-            Ok(Response::Item(Some(value))) => Ok(value),
-            Ok(Response::Item(None)) => Err("not held there".into()),
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(error) => Err(error.to_string()),
-        }
+        self.fetch_remote(peer, key).await?.ok_or_else(|| "not held there".to_owned())
     }
 
     /// Moves items this peer should no longer hold to their rightful holders, deleting the
