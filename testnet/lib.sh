@@ -38,7 +38,8 @@ ensure_system_packages() {
 build() {
   [[ -n ${SHOAL_BIN_DIR:-} ]] && return 0
   ensure_system_packages
-  (cd "$REPO" && cargo build --release --locked --workspace --bins) >&2
+  # The same targets as scripts/test and testnet/bench, so no build undoes another's.
+  (cd "$REPO" && cargo build --release --locked --workspace --bins --examples) >&2
 }
 
 peer_dir() { echo "$TESTNET_DIR/peer$1"; }

@@ -9,7 +9,9 @@
 //! that nothing marked for `gc_grace`: a deleted object's manifest goes one grace period
 //! after its last name, its chunks within a second one. Fresh items count as marked when they arrive, and
 //! so does everything when a peer starts, so a put in progress (chunks first, manifest
-//! next, name last) and a peer that just restarted never lose anything. Repair does not
+//! next, name last) and a peer that just restarted never lose anything; a put that runs
+//! longer than a collection interval marks the chunks it already wrote again, so even a
+//! put slower than the grace period keeps them. Repair does not
 //! fetch back what this peer collected recently from a peer that has not swept it yet.
 
 use std::collections::BTreeMap;
@@ -60,17 +62,11 @@ impl<S: Store, N: Network> Node<S, N> {
     /// One round: mark what this peer's names and live manifests refer to, then sweep
     /// what nothing marked for the grace period.
     pub async fn gc_round(&self) {
-        let view = self.view();
         let now = Instant::now();
-        let mut marks: BTreeMap<PeerKey, Vec<ItemKey>> = BTreeMap::new();
-        let mut add_mark = |key: ItemKey| {
-            for holder in self.holders(&view, &key) {
-                marks.entry(holder).or_default().push(key);
-            }
-        };
+        let mut referenced = Vec::new();
         for record in self.local_names("").await {
             if let Binding::Object { id, .. } = record.binding {
-                add_mark(ItemKey::manifest(id));
+                referenced.push(ItemKey::manifest(id));
             }
         }
         let (manifests, chunks): (Vec<ItemKey>, Vec<ItemKey>) = {
@@ -85,10 +81,28 @@ impl<S: Store, N: Network> Node<S, N> {
             let key = *key;
             if let Ok(Some(value)) = self.with_store(move |store| store.get(&key)).await {
                 let manifest: Manifest = codec::decode(&value).expect("verified by the store");
-                manifest.chunks.iter().for_each(|chunk| add_mark(ItemKey::chunk(chunk.id)));
+                referenced.extend(manifest.chunks.iter().map(|chunk| ItemKey::chunk(chunk.id)));
             }
         }
-        for (holder, keys) in marks {
+        self.mark_everywhere(referenced).await;
+        for key in manifests.into_iter().chain(chunks) {
+            self.sweep(key, now).await;
+        }
+        // Every holder sweeps an item within one grace period of the others.
+        let grace = self.inner.config.gc_grace;
+        self.inner.collected.lock().expect("never poisoned").retain(|_, at| now.duration_since(*at) < 2 * grace);
+    }
+
+    /// Marks `keys` on all their holders, this peer included.
+    pub(crate) async fn mark_everywhere(&self, keys: Vec<ItemKey>) {
+        let view = self.view();
+        let mut by_holder: BTreeMap<PeerKey, Vec<ItemKey>> = BTreeMap::new();
+        for key in keys {
+            for holder in self.holders(&view, &key) {
+                by_holder.entry(holder).or_default().push(key);
+            }
+        }
+        for (holder, keys) in by_holder {
             if holder == *self.local_peer() {
                 self.mark_held(&keys);
                 continue;
@@ -101,12 +115,6 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             }
         }
-        for key in manifests.into_iter().chain(chunks) {
-            self.sweep(key, now).await;
-        }
-        // Every holder sweeps an item within one grace period of the others.
-        let grace = self.inner.config.gc_grace;
-        self.inner.collected.lock().expect("never poisoned").retain(|_, at| now.duration_since(*at) < 2 * grace);
     }
 
     /// Whether this peer collected `key` recently (so repair must not fetch it back).

@@ -595,4 +595,34 @@ mod collection {
         cluster.collection_rounds(2 * rounds_per_grace() + 2).await;
         assert!(cluster.all_keys().iter().all(|key| key.kind == ItemKind::Name), "only the tombstone is left");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_put_slower_than_the_grace_period_keeps_its_chunks() {
+        let cluster = Arc::new(Cluster::new(4));
+        cluster.connect_all();
+        let config = NodeConfig::default();
+        let bytes = object(4 * CHUNK_SIZE);
+        // One chunk per grace period: the first is long past its arrival mark when the
+        // manifest and the pin finally refer to it.
+        let frames: Vec<Bytes> = bytes.chunks(CHUNK_SIZE).map(Bytes::copy_from_slice).collect();
+        let slow_body = stream::unfold(frames.into_iter(), move |mut frames| async move {
+            let frame = frames.next()?;
+            tokio::time::sleep(config.gc_grace).await;
+            Some((Ok::<_, std::io::Error>(frame), frames))
+        });
+        let collector = {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(NodeConfig::default().gc_interval).await;
+                    for index in 0..4 {
+                        cluster.node(index).gc_round().await;
+                    }
+                }
+            })
+        };
+        let id = cluster.node(0).put(slow_body, Consistency::All).await.unwrap().id;
+        collector.abort();
+        assert_eq!(get_all(&cluster.node(3), id).await.unwrap(), bytes);
+    }
 }

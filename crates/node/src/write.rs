@@ -92,6 +92,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut size = 0u64;
         let mut fewest_acks = usize::MAX;
         let mut body_done = false;
+        let mut marked_at = tokio::time::Instant::now();
 
         loop {
             // Start every complete chunk we have room for, then wait for room or input.
@@ -110,6 +111,14 @@ impl<S: Store, N: Network> Node<S, N> {
                     let (index, chunk, acks) = done?;
                     chunks[index] = Some(chunk);
                     fewest_acks = fewest_acks.min(acks);
+                }
+                // Nothing refers to the chunks written so far until the manifest and the
+                // name or pin exist: keep collection off them while a long put runs.
+                () = tokio::time::sleep_until(marked_at + self.inner.config.gc_interval) => {
+                    marked_at = tokio::time::Instant::now();
+                    let written = chunks.iter().flatten().map(|chunk| ItemKey::chunk(chunk.id)).collect();
+                    let node = self.clone();
+                    tokio::spawn(async move { node.mark_everywhere(written).await });
                 }
                 frame = body.next(), if !body_done && ready.is_empty() && in_flight.len() < window => match frame {
                     Some(Ok(bytes)) => {
