@@ -151,7 +151,7 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         }
         let inner = Inner {
-            write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor * 2)),
+            write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor)),
             index: Mutex::new(KeyIndex::new(keys)),
             membership: Mutex::new(Membership::new(config.failure_grace)),
             counters: RepairCounters::default(),
