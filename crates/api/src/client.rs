@@ -67,10 +67,6 @@ impl Client {
         Ok(Self { base, http })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     fn transport(&self, error: reqwest::Error) -> ClientError {
         let mut reason = error.to_string();
         let mut source = std::error::Error::source(&error);

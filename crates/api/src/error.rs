@@ -68,9 +68,7 @@ impl From<NodeError> for ApiError {
             NodeError::TooLarge => ErrorCode::TooLarge,
             NodeError::Body(_) => ErrorCode::UploadFailed,
             NodeError::InsufficientAcks { .. } => ErrorCode::InsufficientReplicas,
-            NodeError::Unavailable { .. } | NodeError::BadManifest { .. } | NodeError::Network(_) => {
-                ErrorCode::Unavailable
-            }
+            NodeError::Unavailable { .. } | NodeError::Network(_) => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         ApiError::new(code, error.to_string())

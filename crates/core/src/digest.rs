@@ -101,10 +101,6 @@ impl TreeNode {
         let start = usize::from(self.index) * width;
         start..start + width
     }
-
-    pub fn leaf(bucket: Bucket) -> Self {
-        TreeNode { depth: TREE_DEPTH, index: bucket.0 }
-    }
 }
 
 /// The R peers responsible for every key of `bucket`, when the same R peers are; `None`

@@ -1,4 +1,4 @@
-use shoal_core::{ItemKey, ObjectId, VerifyError};
+use shoal_core::{ItemKey, ObjectId};
 use shoal_store::StoreError;
 
 /// Why a node operation failed. Each variant says what a client can do about it.
@@ -19,8 +19,6 @@ pub enum NodeError {
     InsufficientAcks { key: ItemKey, got: usize, required: usize, failures: String },
     #[error("{what} unavailable: {failures}")]
     Unavailable { what: String, failures: String },
-    #[error("object {id}: stored manifest is invalid: {source}")]
-    BadManifest { id: ObjectId, source: VerifyError },
     #[error("local store: {0}")]
     Store(#[from] StoreError),
     #[error("network: {0}")]

@@ -171,10 +171,6 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(Self { inner: Arc::new(inner) })
     }
 
-    pub fn config(&self) -> &NodeConfig {
-        &self.inner.config
-    }
-
     pub fn local_peer(&self) -> &PeerKey {
         self.inner.network.local_peer()
     }
