@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use shoal_net::{InboundRequest, NetConfig, PeerEvent};
 use shoal_node::Node;
 use shoal_store::RocksStore;
@@ -88,6 +89,13 @@ async fn serve(
     data_dir: DataDir,
 ) -> anyhow::Result<()> {
     let (stopping_tx, stopping) = oneshot::channel::<()>();
+    // Without TCP_NODELAY a small response's last segment waits for the client's delayed
+    // ACK: 4 KiB gets took 44 ms each.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY on an API connection: {error}");
+        }
+    });
     let server = axum::serve(listener, api).with_graceful_shutdown(async {
         let _ = shutdown.await;
         let _ = stopping_tx.send(());
