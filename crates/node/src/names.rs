@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::Stream;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord, name_key, validate_name};
 use shoal_core::wire::{Request, Response};
@@ -75,9 +76,7 @@ impl<S: Store, N: Network> Node<S, N> {
         E: std::fmt::Display,
     {
         validate_name(name).map_err(|e| NodeError::BadName(e.to_string()))?;
-        let receipt = self.store_object(body, consistency).await?;
-        let binding = Binding::Object { id: receipt.id, size: receipt.size };
-        let record = self.write_name(name, binding, consistency).await?;
+        let (receipt, record) = self.store_and_bind(Some(name), body, consistency).await?;
         Ok((receipt, NameInfo::of(&record).expect("a binding, not a tombstone")))
     }
 
@@ -88,13 +87,6 @@ impl<S: Store, N: Network> Node<S, N> {
             return Err(NodeError::NameNotFound(name.to_owned()));
         }
         self.write_name(name, Binding::Tombstone, consistency).await?;
-        Ok(())
-    }
-
-    /// Pins an unnamed object: a name record named by the object's id (no user name can
-    /// be spelled like an id) that keeps it from collection until it is deleted.
-    pub(crate) async fn pin(&self, id: ObjectId, size: u64, consistency: Consistency) -> Result<(), NodeError> {
-        self.write_name(&id.to_hex(), Binding::Object { id, size }, consistency).await?;
         Ok(())
     }
 
@@ -172,21 +164,30 @@ impl<S: Store, N: Network> Node<S, N> {
         .unwrap_or_default()
     }
 
-    /// Reads a name's record from its holders: the winner among `consistency.required(R)`
-    /// or more answers, written back to holders that had an older one or none.
-    async fn read_name(&self, name: &str, consistency: Consistency) -> Result<Option<NameRecord>, NodeError> {
+    /// Reads a name's record from its holders: the winner among the first
+    /// `consistency.required(R)` answers (with R + W > N these include every acknowledged
+    /// write, and waiting for more would only wait for the slowest holder), written back
+    /// to holders that had an older one or none.
+    pub(crate) async fn read_name(
+        &self,
+        name: &str,
+        consistency: Consistency,
+    ) -> Result<Option<NameRecord>, NodeError> {
         let key = name_key(name);
         let holders = self.placement(&key).await?;
-        let answers = join_all(holders.iter().map(|peer| self.fetch_record(peer, key))).await;
+        let required = consistency.required(self.inner.config.replication_factor);
+        let mut answers: FuturesUnordered<_> =
+            holders.iter().map(|peer| async move { (peer, self.fetch_record(peer, key).await) }).collect();
         let mut failures = Vec::new();
         let mut answered = Vec::new();
-        for (peer, answer) in holders.iter().zip(answers) {
+        while answered.len() < required
+            && let Some((peer, answer)) = answers.next().await
+        {
             match answer {
                 Ok(record) => answered.push((peer.clone(), record)),
                 Err(reason) => failures.push((peer.to_string(), reason)),
             }
         }
-        let required = consistency.required(self.inner.config.replication_factor);
         if answered.len() < required {
             return Err(NodeError::InsufficientAcks {
                 key,
@@ -237,6 +238,17 @@ impl<S: Store, N: Network> Node<S, N> {
         consistency: Consistency,
     ) -> Result<NameRecord, NodeError> {
         self.read_name(name, consistency).await?;
+        self.write_version(name, binding, consistency).await
+    }
+
+    /// Writes `binding` as a version newer than every one this peer has seen: callers read
+    /// the name at `consistency` first, so that includes every acknowledged write.
+    pub(crate) async fn write_version(
+        &self,
+        name: &str,
+        binding: Binding,
+        consistency: Consistency,
+    ) -> Result<NameRecord, NodeError> {
         let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
         let record = NameRecord { name: name.to_owned(), version, binding };
         self.replicate(record.key(), codec::encode(&record).into(), consistency).await?;

@@ -9,6 +9,7 @@
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use shoal_core::names::{Binding, NameRecord};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{
     CHUNK_SIZE, ChunkDigest, ChunkRef, Consistency, ItemKey, MAX_OBJECT_SIZE, Manifest, ObjectId, PeerKey, codec,
@@ -70,15 +71,47 @@ impl<S: Store, N: Network> Node<S, N> {
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let receipt = self.store_object(body, consistency).await?;
-        self.pin(receipt.id, receipt.size, consistency).await?;
-        Ok(receipt)
+        Ok(self.store_and_bind(None, body, consistency).await?.0)
     }
 
-    /// Stores the object streamed in `body` and returns its id once every chunk and the
-    /// manifest have the acks `consistency` asks for. Until a name or a pin refers to it,
-    /// collection may remove it after the grace period.
-    pub(crate) async fn store_object<B, E>(&self, body: B, consistency: Consistency) -> Result<PutReceipt, NodeError>
+    /// Stores the object streamed in `body`, then binds `name` to it, or when unnamed its
+    /// pin (a name record named by the object's id: no user name can be spelled like an
+    /// id). The binding's read before write runs beside the manifest's replication, so a
+    /// small put waits for three rounds of acks (chunk, manifest, binding), not four.
+    pub(crate) async fn store_and_bind<B, E>(
+        &self,
+        name: Option<&str>,
+        body: B,
+        consistency: Consistency,
+    ) -> Result<(PutReceipt, NameRecord), NodeError>
+    where
+        B: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let (manifest, chunk_acks) = self.store_chunks(body, consistency).await?;
+        let id = manifest.object_id().expect("a manifest we built is consistent");
+        let name = name.map_or_else(|| id.to_hex(), str::to_owned);
+        let (manifest_acks, _) = tokio::try_join!(
+            self.replicate(ItemKey::manifest(id), codec::encode(&manifest).into(), consistency),
+            self.read_name(&name, consistency),
+        )?;
+        let binding = Binding::Object { id, size: manifest.size };
+        let record = self.write_version(&name, binding, consistency).await?;
+        let receipt = PutReceipt {
+            id,
+            size: manifest.size,
+            chunks: manifest.chunks.len(),
+            acks: chunk_acks.min(manifest_acks),
+            replication_factor: self.inner.config.replication_factor,
+            consistency,
+        };
+        Ok((receipt, record))
+    }
+
+    /// Replicates the chunks of the object streamed in `body` and returns its manifest,
+    /// with the fewest acks any chunk got. Until a manifest and a name or pin refer to
+    /// them, collection may remove the chunks after the grace period.
+    async fn store_chunks<B, E>(&self, body: B, consistency: Consistency) -> Result<(Manifest, usize), NodeError>
     where
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -139,16 +172,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
         let manifest =
             Manifest { size, chunks: chunks.into_iter().map(|c| c.expect("every chunk finished")).collect() };
-        let id = manifest.object_id().expect("a manifest we built is consistent");
-        let acks = self.replicate(ItemKey::manifest(id), codec::encode(&manifest).into(), consistency).await?;
-        Ok(PutReceipt {
-            id,
-            size,
-            chunks: manifest.chunks.len(),
-            acks: fewest_acks.min(acks),
-            replication_factor: self.inner.config.replication_factor,
-            consistency,
-        })
+        Ok((manifest, fewest_acks))
     }
 
     async fn put_chunk(
