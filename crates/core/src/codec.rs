@@ -54,7 +54,7 @@ mod tests {
             let request = if fetch {
                 Request::Fetch { key }
             } else {
-                Request::Store { key, value: value.into() }
+                Request::Store { items: vec![(key, value.into())] }
             };
             prop_assert_eq!(decode::<Request>(&encode(&request)), Ok(request));
         }

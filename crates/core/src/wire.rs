@@ -1,18 +1,20 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/1`), one request and one
-//! response per stream.
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/2`), one request and one
+//! response per stream. Version 2 made [`Request::Store`] carry a batch.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ItemKey;
 use crate::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 use crate::names::NameRecord;
+use crate::{ItemKey, ItemKind};
 
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Store this item durably; answer [`Response::Stored`] once its write is synced.
-    Store { key: ItemKey, value: Bytes },
+    /// Store these items durably, as one synced write, and answer [`Response::Stored`]
+    /// once it is on disk. The items share one id, hence one holder set: a single-chunk
+    /// object's chunk and manifest travel together (see [`Request::is_valid_store`]).
+    Store { items: Vec<(ItemKey, Bytes)> },
     /// Send this item if you hold it.
     Fetch { key: ItemKey },
     /// Are you there? Answered with [`Response::Pong`].
@@ -31,6 +33,19 @@ pub enum Request {
     Mark { keys: Vec<ItemKey> },
 }
 
+impl Request {
+    /// Whether a [`Request::Store`] is well formed: one to [`ItemKind::ALL`]`.len()` items
+    /// that share one id. Other requests are always well formed here.
+    pub fn is_valid_store(&self) -> bool {
+        match self {
+            Request::Store { items } => {
+                (1..=ItemKind::ALL.len()).contains(&items.len()) && items.iter().all(|(key, _)| key.id == items[0].0.id)
+            }
+            _ => true,
+        }
+    }
+}
+
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -47,4 +62,23 @@ pub enum Response {
     Marked,
     /// The request failed on the remote side.
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: ItemKind, id: u8) -> (ItemKey, Bytes) {
+        (ItemKey { kind, id: [id; 32] }, Bytes::from_static(b"v"))
+    }
+
+    #[test]
+    fn a_store_batch_shares_one_id() {
+        let valid = |items: Vec<(ItemKey, Bytes)>| Request::Store { items }.is_valid_store();
+        assert!(valid(vec![item(ItemKind::Chunk, 1)]));
+        assert!(valid(vec![item(ItemKind::Chunk, 1), item(ItemKind::Manifest, 1)]));
+        assert!(!valid(vec![]));
+        assert!(!valid(vec![item(ItemKind::Chunk, 1), item(ItemKind::Manifest, 2)]));
+        assert!(!valid(vec![item(ItemKind::Chunk, 1); ItemKind::ALL.len() + 1]));
+    }
 }

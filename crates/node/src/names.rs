@@ -178,7 +178,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let required = consistency.required(self.inner.config.replication_factor);
         let mut answers: FuturesUnordered<_> =
             holders.iter().map(|peer| async move { (peer, self.fetch_record(peer, key).await) }).collect();
-        let mut failures = Vec::new();
+        let mut failures: Vec<_> = self.placement_shortfall(&holders).into_iter().collect();
         let mut answered = Vec::new();
         while answered.len() < required
             && let Some((peer, answer)) = answers.next().await
@@ -215,7 +215,7 @@ impl<S: Store, N: Network> Node<S, N> {
             }
             let (node, peer, value, key) = (self.clone(), peer.clone(), value.clone(), winner.key());
             tokio::spawn(async move {
-                if let Err(reason) = node.store_on(&peer, key, value).await {
+                if let Err(reason) = node.store_on(&peer, vec![(key, value)]).await {
                     debug!(%peer, "read repair failed: {reason}");
                 }
             });
@@ -251,7 +251,7 @@ impl<S: Store, N: Network> Node<S, N> {
     ) -> Result<NameRecord, NodeError> {
         let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
         let record = NameRecord { name: name.to_owned(), version, binding };
-        self.replicate(record.key(), codec::encode(&record).into(), consistency).await?;
+        self.replicate(vec![(record.key(), codec::encode(&record).into())], consistency).await?;
         Ok(record)
     }
 }

@@ -198,6 +198,12 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(closest(&key.id, &candidates, self.inner.config.replication_factor))
     }
 
+    /// The failure to report when `placement` found fewer than R peers.
+    pub(crate) fn placement_shortfall(&self, placement: &[PeerKey]) -> Option<(String, String)> {
+        (placement.len() < self.inner.config.replication_factor)
+            .then(|| ("placement".to_owned(), format!("only {} reachable peers", placement.len())))
+    }
+
     /// Every reachable peer, if a recent lookup found them all and nobody came or went.
     fn whole_network(&self) -> Option<Vec<PeerKey>> {
         let cached = self.inner.whole_network.lock().expect("never poisoned");
@@ -227,24 +233,35 @@ impl<S: Store, N: Network> Node<S, N> {
         stripes[usize::from(key.id[0]) % stripes.len()].lock().await
     }
 
-    /// Stores an item and indexes what the store kept: for a name record, the winner of
-    /// the merge with the copy already there, which may be the old one.
-    pub(crate) async fn store_local(&self, key: ItemKey, value: Bytes) -> Result<(), StoreError> {
-        let _key = self.lock_key(&key).await;
-        let tag = self
+    /// Stores items that share one id (so one key lock covers them) as one synced write,
+    /// and indexes what the store kept: for a name record, the winner of the merge with
+    /// the copy already there, which may be the old one.
+    pub(crate) async fn store_local(&self, items: Vec<(ItemKey, Bytes)>) -> Result<(), StoreError> {
+        let Some((first, _)) = items.first() else { return Ok(()) };
+        debug_assert!(items.iter().all(|(key, _)| key.id == first.id), "one id per batch");
+        let _key = self.lock_key(first).await;
+        let tagged = self
             .with_store(move |store| {
-                store.put(&[(key, value.clone())])?;
-                Ok(match key.kind {
-                    ItemKind::Name => {
-                        store.get(&key)?.map_or_else(|| content_tag(&key, &value), |kept| content_tag(&key, &kept))
-                    }
-                    ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
-                })
+                store.put(&items)?;
+                items
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let tag = match key.kind {
+                            ItemKind::Name => store
+                                .get(&key)?
+                                .map_or_else(|| content_tag(&key, &value), |kept| content_tag(&key, &kept)),
+                            ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+                        };
+                        Ok((key, tag))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
             })
             .await?;
-        self.inner.index.lock().expect("never poisoned").insert(key, tag);
-        self.mark(key);
-        self.inner.collected.lock().expect("never poisoned").remove(&key);
+        for (key, tag) in tagged {
+            self.inner.index.lock().expect("never poisoned").insert(key, tag);
+            self.mark(key);
+            self.inner.collected.lock().expect("never poisoned").remove(&key);
+        }
         Ok(())
     }
 
@@ -272,10 +289,13 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Answers a transfer request from another peer.
     pub async fn handle_request(&self, from: &PeerKey, request: Request) -> Response {
         match request {
-            Request::Store { key, value } => match self.store_local(key, value).await {
+            Request::Store { .. } if !request.is_valid_store() => {
+                Response::Failed(format!("a store batch must hold 1 to {} items of one id", ItemKind::ALL.len()))
+            }
+            Request::Store { items } => match self.store_local(items).await {
                 Ok(()) => Response::Stored,
                 Err(error) => {
-                    warn!(peer = ?from, item = ?key, "refused a store: {error}");
+                    warn!(peer = ?from, "refused a store: {error}");
                     Response::Failed(error.to_string())
                 }
             },

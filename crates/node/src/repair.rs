@@ -370,7 +370,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 let value = self.fetch_local(*key).await.ok_or("no longer held here")?;
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
-                match self.inner.network.request(to, Request::Store { key: *key, value }).await {
+                match self.inner.network.request(to, Request::Store { items: vec![(*key, value)] }).await {
                     Ok(Response::Stored) => len,
                     Ok(Response::Failed(reason)) => return Err(reason),
                     Ok(other) => return Err(format!("unexpected answer {other:?}")),
@@ -381,7 +381,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 let value = self.fetch_from(from, *key).await?;
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
-                self.store_local(*key, value).await.map_err(|e| e.to_string())?;
+                self.store_local(vec![(*key, value)]).await.map_err(|e| e.to_string())?;
                 len
             }
         };
@@ -527,7 +527,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let me = self.local_peer();
         for peer in self.holders(&view, &key).iter().chain(&view).filter(|p| *p != me) {
             if let Ok(value) = self.fetch_from(peer, key).await
-                && self.store_local(key, value).await.is_ok()
+                && self.store_local(vec![(key, value)]).await.is_ok()
             {
                 self.inner.counters.corrupt_repaired.fetch_add(1, Ordering::Relaxed);
                 info!(item = ?key, %peer, "repaired a corrupt copy");

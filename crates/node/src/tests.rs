@@ -25,6 +25,8 @@ enum Fault {
 struct World {
     nodes: Mutex<HashMap<PeerKey, TestNode>>,
     faults: Mutex<HashMap<PeerKey, Fault>>,
+    /// The kinds in each store request sent, in order.
+    store_batches: Mutex<Vec<Vec<ItemKind>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,9 @@ impl Network for FakeNetwork {
             return Err(NetworkError(format!("{peer} unreachable")));
         }
         let node = self.world.nodes.lock().unwrap().get(peer).cloned().expect("known peer");
+        if let Request::Store { items } = &request {
+            self.world.store_batches.lock().unwrap().push(items.iter().map(|(key, _)| key.kind).collect());
+        }
         let response = node.handle_request(&self.me, request).await;
         Ok(match (fault, response) {
             (Some(Fault::Lies), Response::Item(Some(bytes))) => {
@@ -245,6 +250,33 @@ async fn a_broken_upload_stores_no_manifest() {
     let error = cluster.node(0).put(stream::iter(frames), Consistency::All).await.unwrap_err();
     assert!(matches!(error, NodeError::Body(_)), "{error}");
     assert!(cluster.all_keys().iter().all(|k| k.kind == ItemKind::Chunk));
+}
+
+#[tokio::test]
+async fn a_small_objects_chunk_and_manifest_travel_as_one_batch() {
+    let cluster = Cluster::new(5);
+    let bytes = object(4096);
+    let id = cluster.node(0).put(body(&bytes), Consistency::All).await.unwrap().id;
+    let holders: HashSet<_> = closest(&id.0, &cluster.peers, 3).into_iter().collect();
+    assert_eq!(cluster.holders(&ItemKey { kind: ItemKind::Chunk, id: id.0 }), holders);
+    assert_eq!(cluster.holders(&ItemKey::manifest(id)), holders);
+
+    let batches = cluster.world.store_batches.lock().unwrap().clone();
+    let remote_holders = holders.iter().filter(|p| **p != cluster.peers[0]).count();
+    let object_batches: Vec<_> = batches.iter().filter(|kinds| !kinds.contains(&ItemKind::Name)).collect();
+    assert_eq!(object_batches.len(), remote_holders, "{batches:?}");
+    assert!(object_batches.iter().all(|kinds| **kinds == [ItemKind::Chunk, ItemKind::Manifest]), "{batches:?}");
+}
+
+#[tokio::test]
+async fn a_store_batch_of_two_ids_is_refused_whole() {
+    let cluster = Cluster::new(2);
+    let (a, b) = (object(10), object(20));
+    let key = |bytes: &Bytes| ItemKey { kind: ItemKind::Chunk, id: *blake3::hash(bytes).as_bytes() };
+    let request = Request::Store { items: vec![(key(&a), a.clone()), (key(&b), b.clone())] };
+    let response = cluster.node(1).handle_request(&cluster.peers[0], request).await;
+    assert!(matches!(response, Response::Failed(_)), "{response:?}");
+    assert!(cluster.all_keys().is_empty());
 }
 
 #[tokio::test]

@@ -32,6 +32,17 @@ pub struct PutReceipt {
     pub consistency: Consistency,
 }
 
+/// The chunks of an object, replicated but for a lone chunk.
+struct StoredChunks {
+    manifest: Manifest,
+    /// The fewest acks any replicated chunk got (`usize::MAX` if none was).
+    fewest_acks: usize,
+    /// The only chunk of an object under the chunk size, not yet replicated: its id is the
+    /// object's, so it has the manifest's holders and goes out with the manifest in one
+    /// batch, one message and one synced write per replica instead of two.
+    lone_chunk: Option<(ItemKey, Bytes)>,
+}
+
 /// Cuts a byte stream into chunks of exactly [`CHUNK_SIZE`] bytes (the last may be
 /// shorter), copying each byte once.
 #[derive(Debug, Default)]
@@ -88,30 +99,30 @@ impl<S: Store, N: Network> Node<S, N> {
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let (manifest, chunk_acks) = self.store_chunks(body, consistency).await?;
+        let StoredChunks { manifest, fewest_acks, lone_chunk } = self.store_chunks(body, consistency).await?;
         let id = manifest.object_id().expect("a manifest we built is consistent");
+        debug_assert!(lone_chunk.as_ref().is_none_or(|(key, _)| key.id == id.0), "a lone chunk's id is the object's");
         let name = name.map_or_else(|| id.to_hex(), str::to_owned);
-        let (manifest_acks, _) = tokio::try_join!(
-            self.replicate(ItemKey::manifest(id), codec::encode(&manifest).into(), consistency),
-            self.read_name(&name, consistency),
-        )?;
+        let items = lone_chunk.into_iter().chain([(ItemKey::manifest(id), codec::encode(&manifest).into())]).collect();
+        let (manifest_acks, _) =
+            tokio::try_join!(self.replicate(items, consistency), self.read_name(&name, consistency))?;
         let binding = Binding::Object { id, size: manifest.size };
         let record = self.write_version(&name, binding, consistency).await?;
         let receipt = PutReceipt {
             id,
             size: manifest.size,
             chunks: manifest.chunks.len(),
-            acks: chunk_acks.min(manifest_acks),
+            acks: fewest_acks.min(manifest_acks),
             replication_factor: self.inner.config.replication_factor,
             consistency,
         };
         Ok((receipt, record))
     }
 
-    /// Replicates the chunks of the object streamed in `body` and returns its manifest,
-    /// with the fewest acks any chunk got. Until a manifest and a name or pin refer to
-    /// them, collection may remove the chunks after the grace period.
-    async fn store_chunks<B, E>(&self, body: B, consistency: Consistency) -> Result<(Manifest, usize), NodeError>
+    /// Replicates the chunks of the object streamed in `body`, but a lone chunk, and
+    /// returns its manifest. Until a manifest and a name or pin refer to them, collection
+    /// may remove the chunks after the grace period.
+    async fn store_chunks<B, E>(&self, body: B, consistency: Consistency) -> Result<StoredChunks, NodeError>
     where
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -119,7 +130,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let window = self.inner.config.chunks_in_flight;
         let mut body = std::pin::pin!(body);
         let mut chunker = Chunker::default();
-        let mut ready = std::collections::VecDeque::new();
+        let mut ready = std::collections::VecDeque::<Bytes>::new();
         let mut in_flight = FuturesUnordered::new();
         let mut chunks: Vec<Option<ChunkRef>> = Vec::new();
         let mut size = 0u64;
@@ -128,6 +139,13 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut marked_at = tokio::time::Instant::now();
 
         loop {
+            if body_done && chunks.is_empty() && ready.len() == 1 {
+                let bytes = ready.pop_front().expect("one chunk ready");
+                let digest = Self::digest(0, bytes.clone()).await;
+                let lone_chunk = Some((ItemKey::chunk(digest.id), bytes));
+                let manifest = Manifest { size, chunks: vec![digest.into()] };
+                return Ok(StoredChunks { manifest, fewest_acks: usize::MAX, lone_chunk });
+            }
             // Start every complete chunk we have room for, then wait for room or input.
             while in_flight.len() < window
                 && let Some(chunk) = ready.pop_front()
@@ -172,7 +190,14 @@ impl<S: Store, N: Network> Node<S, N> {
 
         let manifest =
             Manifest { size, chunks: chunks.into_iter().map(|c| c.expect("every chunk finished")).collect() };
-        Ok((manifest, fewest_acks))
+        Ok(StoredChunks { manifest, fewest_acks, lone_chunk: None })
+    }
+
+    /// Chunk `index`'s key and chaining value, hashed off the async threads.
+    async fn digest(index: usize, bytes: Bytes) -> ChunkDigest {
+        tokio::task::spawn_blocking(move || ChunkDigest::compute(index as u64, &bytes))
+            .await
+            .expect("hashing does not panic")
     }
 
     async fn put_chunk(
@@ -181,37 +206,32 @@ impl<S: Store, N: Network> Node<S, N> {
         bytes: Bytes,
         consistency: Consistency,
     ) -> Result<(usize, ChunkRef, usize), NodeError> {
-        let hashed = bytes.clone();
-        let digest = tokio::task::spawn_blocking(move || ChunkDigest::compute(index as u64, &hashed))
-            .await
-            .expect("hashing does not panic");
-        let acks = self.replicate(ItemKey::chunk(digest.id), bytes, consistency).await?;
+        let digest = Self::digest(index, bytes.clone()).await;
+        let acks = self.replicate(vec![(ItemKey::chunk(digest.id), bytes)], consistency).await?;
         Ok((index, digest.into(), acks))
     }
 
-    /// Writes one item to its R closest peers and returns once `consistency` is met.
-    /// The remaining writes go on in the background; a node-wide limit on outstanding
-    /// writes keeps slow replicas from piling up chunks in memory.
+    /// Writes items that share one id (hence their R closest peers) to those peers, one
+    /// synced batch each, and returns once `consistency` is met. The remaining writes go
+    /// on in the background; a node-wide limit on outstanding writes keeps slow replicas
+    /// from piling up chunks in memory.
     pub(crate) async fn replicate(
         &self,
-        key: ItemKey,
-        value: Bytes,
+        items: Vec<(ItemKey, Bytes)>,
         consistency: Consistency,
     ) -> Result<usize, NodeError> {
+        let key = items.first().expect("something to replicate").0;
         let replicas = self.inner.config.replication_factor;
         let required = consistency.required(replicas);
         let targets = self.placement(&key).await?;
-        let mut failures = Vec::new();
-        if targets.len() < replicas {
-            failures.push(("placement".to_owned(), format!("only {} reachable peers", targets.len())));
-        }
+        let mut failures: Vec<_> = self.placement_shortfall(&targets).into_iter().collect();
 
         let (done_tx, mut done) = mpsc::channel(targets.len().max(1));
         for peer in targets {
             let slot = self.inner.write_slots.clone().acquire_owned().await.expect("never closed");
-            let (node, value, done_tx) = (self.clone(), value.clone(), done_tx.clone());
+            let (node, items, done_tx) = (self.clone(), items.clone(), done_tx.clone());
             tokio::spawn(async move {
-                let result = node.store_on(&peer, key, value).await;
+                let result = node.store_on(&peer, items).await;
                 drop(slot);
                 let _ = done_tx.send((peer, result)).await;
             });
@@ -237,11 +257,11 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(acks)
     }
 
-    pub(crate) async fn store_on(&self, peer: &PeerKey, key: ItemKey, value: Bytes) -> Result<(), String> {
+    pub(crate) async fn store_on(&self, peer: &PeerKey, items: Vec<(ItemKey, Bytes)>) -> Result<(), String> {
         if peer == self.local_peer() {
-            return self.store_local(key, value).await.map_err(|e| e.to_string());
+            return self.store_local(items).await.map_err(|e| e.to_string());
         }
-        match self.inner.network.request(peer, Request::Store { key, value }).await {
+        match self.inner.network.request(peer, Request::Store { items }).await {
             Ok(Response::Stored) => Ok(()),
             Ok(Response::Failed(reason)) => Err(reason),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
