@@ -282,7 +282,7 @@ impl Store for RocksStore {
 }
 
 /// Size of one chunk memtable.
-const CHUNK_MEMTABLE_BYTES: usize = 16 << 20;
+const CHUNK_MEMTABLE_BYTES: usize = 8 << 20;
 
 fn family_options(kind: ItemKind) -> Options {
     let mut options = Options::default();
