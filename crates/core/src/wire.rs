@@ -1,5 +1,6 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/2`), one request and one
-//! response per stream. Version 2 made [`Request::Store`] carry a batch.
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/3`), one request and one
+//! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
+//! item values apart from the rest of a message ([`Payloads`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,30 @@ impl Request {
                 (1..=ItemKind::ALL.len()).contains(&items.len()) && items.iter().all(|(key, _)| key.id == items[0].0.id)
             }
             _ => true,
+        }
+    }
+}
+
+/// The item values a message carries. The transfer framing sends them after the encoded
+/// rest of the message, so a chunk is never copied into or out of an encoding buffer.
+pub trait Payloads {
+    fn payloads_mut(&mut self) -> Vec<&mut Bytes>;
+}
+
+impl Payloads for Request {
+    fn payloads_mut(&mut self) -> Vec<&mut Bytes> {
+        match self {
+            Request::Store { items } => items.iter_mut().map(|(_, value)| value).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Payloads for Response {
+    fn payloads_mut(&mut self) -> Vec<&mut Bytes> {
+        match self {
+            Response::Item(Some(value)) => vec![value],
+            _ => Vec::new(),
         }
     }
 }

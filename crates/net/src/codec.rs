@@ -1,44 +1,80 @@
 //! Framing of the transfer protocol: a 4-byte big-endian length, then one message
-//! encoded by `shoal_core::codec`. Lengths over the limit are refused before any
-//! allocation, so a peer cannot make us buffer more than one bounded frame.
+//! encoded by `shoal_core::codec` with its item values left empty, then each value (see
+//! [`Payloads`]) as a 4-byte length and its raw bytes. Values skip the encoder both ways:
+//! a chunk is written from the `Bytes` it arrived in and read into the buffer it is kept
+//! in. Lengths over what is left of the message limit are refused before any
+//! allocation, so a peer cannot make us buffer more than one bounded message.
 
 use std::io;
 
+use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use shoal_core::codec::{self, MAX_MESSAGE_BYTES};
-use shoal_core::wire::{Request, Response};
+use shoal_core::wire::{Payloads, Request, Response};
+
+/// Values up to this size are copied into the frame's head: one write instead of two.
+const INLINE_VALUE_MAX: usize = 16 << 10;
 
 #[derive(Debug, Clone, Default)]
 pub struct TransferCodec;
 
-async fn read_frame<T, M>(io: &mut T) -> io::Result<M>
+/// One length-prefixed part of a frame, of at most `limit` bytes.
+async fn read_part<T>(io: &mut T, limit: usize) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + Send,
-    M: serde::de::DeserializeOwned,
 {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE_BYTES {
+    if len > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"),
+            format!("frame of over {MAX_MESSAGE_BYTES} bytes refused: a part of {len} bytes, {limit} left"),
         ));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
-    codec::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(buf)
 }
 
-async fn write_frame<T, M>(io: &mut T, message: &M) -> io::Result<()>
+async fn read_frame<T, M>(io: &mut T) -> io::Result<M>
+where
+    T: AsyncRead + Unpin + Send,
+    M: serde::de::DeserializeOwned + Payloads,
+{
+    let head = read_part(io, MAX_MESSAGE_BYTES).await?;
+    let mut message: M = codec::decode(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut left = MAX_MESSAGE_BYTES - head.len();
+    for value in message.payloads_mut() {
+        let bytes = read_part(io, left).await?;
+        left -= bytes.len();
+        *value = Bytes::from(bytes);
+    }
+    Ok(message)
+}
+
+async fn write_frame<T, M>(io: &mut T, mut message: M) -> io::Result<()>
 where
     T: AsyncWrite + Unpin + Send,
-    M: serde::Serialize,
+    M: serde::Serialize + Payloads,
 {
-    let bytes = codec::encode(message);
-    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    io.write_all(&bytes).await?;
+    let values: Vec<Bytes> = message.payloads_mut().into_iter().map(std::mem::take).collect();
+    let encoded = codec::encode(&message);
+    let mut head = Vec::with_capacity(4 + encoded.len() + 4 * values.len());
+    head.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    head.extend_from_slice(&encoded);
+    for value in values {
+        head.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        if value.len() <= INLINE_VALUE_MAX {
+            head.extend_from_slice(&value);
+        } else {
+            io.write_all(&head).await?;
+            head.clear();
+            io.write_all(&value).await?;
+        }
+    }
+    io.write_all(&head).await?;
     io.flush().await
 }
 
@@ -65,20 +101,21 @@ impl libp2p::request_response::Codec for TransferCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &request).await
+        write_frame(io, request).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, response: Response) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &response).await
+        write_frame(io, response).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use futures::io::Cursor;
+    use shoal_core::{ItemKey, ItemKind};
 
     use super::*;
 
@@ -90,13 +127,40 @@ mod tests {
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
+    fn round_trip<M>(message: M) -> M
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Payloads,
+    {
+        let mut buf = Cursor::new(Vec::new());
+        futures::executor::block_on(write_frame(&mut buf, message)).unwrap();
+        buf.set_position(0);
+        futures::executor::block_on(read_frame(&mut buf)).unwrap()
+    }
+
     #[test]
     fn frames_round_trip() {
-        let response = Response::Item(Some(bytes::Bytes::from_static(b"chunk")));
-        let mut buf = Cursor::new(Vec::new());
-        futures::executor::block_on(write_frame(&mut buf, &response)).unwrap();
-        buf.set_position(0);
-        let read: Response = futures::executor::block_on(read_frame(&mut buf)).unwrap();
-        assert_eq!(read, response);
+        let small = Bytes::from_static(b"chunk");
+        let large = Bytes::from(vec![7u8; 1 << 20]);
+        for value in [Bytes::new(), small.clone(), large.clone()] {
+            let response = Response::Item(Some(value));
+            assert_eq!(round_trip(response.clone()), response);
+        }
+        assert_eq!(round_trip(Response::Item(None)), Response::Item(None));
+        let key = |kind| ItemKey { kind, id: [3; 32] };
+        let store = Request::Store { items: vec![(key(ItemKind::Chunk), large), (key(ItemKind::Manifest), small)] };
+        assert_eq!(round_trip(store.clone()), store);
+    }
+
+    #[test]
+    fn values_over_what_is_left_of_the_limit_are_refused() {
+        let response = Response::Item(Some(Bytes::from(vec![1u8; 4 << 20])));
+        let mut frame = Cursor::new(Vec::new());
+        futures::executor::block_on(write_frame(&mut frame, response)).unwrap();
+        let mut frame = frame.into_inner();
+        // Claim a value of the whole limit: with the head counted, it is over.
+        let at = frame.len() - (4 << 20) - 4;
+        frame[at..at + 4].copy_from_slice(&(MAX_MESSAGE_BYTES as u32).to_be_bytes());
+        let result: io::Result<Response> = futures::executor::block_on(read_frame(&mut Cursor::new(frame)));
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }
