@@ -10,8 +10,12 @@ use std::io;
 use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
+use shoal_core::ItemKind;
 use shoal_core::codec::{self, MAX_MESSAGE_BYTES};
 use shoal_core::wire::{Payloads, Request, Response};
+
+/// The most item values one message carries: a store batch holds one item per kind.
+const MAX_VALUES: usize = ItemKind::ALL.len();
 
 /// Values up to this size are copied into the frame's head: one write instead of two.
 const INLINE_VALUE_MAX: usize = 16 << 10;
@@ -46,7 +50,15 @@ where
     let head = read_part(io, MAX_MESSAGE_BYTES).await?;
     let mut message: M = codec::decode(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut left = MAX_MESSAGE_BYTES - head.len();
-    for value in message.payloads_mut() {
+    drop(head);
+    let values = message.payloads_mut();
+    if values.len() > MAX_VALUES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message with {} item values refused (at most {MAX_VALUES})", values.len()),
+        ));
+    }
+    for value in values {
         let bytes = read_part(io, left).await?;
         left -= bytes.len();
         *value = Bytes::from(bytes);
@@ -115,7 +127,7 @@ impl libp2p::request_response::Codec for TransferCodec {
 #[cfg(test)]
 mod tests {
     use futures::io::Cursor;
-    use shoal_core::{ItemKey, ItemKind};
+    use shoal_core::ItemKey;
 
     use super::*;
 
@@ -149,6 +161,16 @@ mod tests {
         let key = |kind| ItemKey { kind, id: [3; 32] };
         let store = Request::Store { items: vec![(key(ItemKind::Chunk), large), (key(ItemKind::Manifest), small)] };
         assert_eq!(round_trip(store.clone()), store);
+    }
+
+    #[test]
+    fn more_values_than_a_batch_holds_are_refused_before_reading_them() {
+        let key = ItemKey { kind: ItemKind::Chunk, id: [3; 32] };
+        let store = Request::Store { items: vec![(key, Bytes::new()); MAX_VALUES + 1] };
+        let mut frame = Cursor::new(Vec::new());
+        futures::executor::block_on(write_frame(&mut frame, store)).unwrap();
+        let result: io::Result<Request> = futures::executor::block_on(read_frame(&mut Cursor::new(frame.into_inner())));
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

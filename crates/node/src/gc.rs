@@ -22,7 +22,7 @@ use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, Manifest, PeerKey, codec};
 use shoal_store::Store;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::repair::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node};
@@ -91,6 +91,11 @@ impl<S: Store, N: Network> Node<S, N> {
         // Every holder sweeps an item within one grace period of the others.
         let grace = self.inner.config.gc_grace;
         self.inner.collected.lock().expect("never poisoned").retain(|_, at| now.duration_since(*at) < 2 * grace);
+        // Here, holding no key lock, so a long pass holds up no put; it also covers what
+        // handoff deleted.
+        if let Err(error) = self.with_store(|store| store.reclaim_space()).await {
+            warn!("cannot reclaim the space of deleted items: {error}");
+        }
     }
 
     /// Marks `keys` on all their holders, this peer included.

@@ -164,10 +164,12 @@ impl<S: Store, N: Network> Node<S, N> {
         .unwrap_or_default()
     }
 
-    /// Reads a name's record from its holders: the winner among the first
-    /// `consistency.required(R)` answers (with R + W > N these include every acknowledged
-    /// write, and waiting for more would only wait for the slowest holder), written back
-    /// to holders that had an older one or none.
+    /// Reads a name's record from its holders: at QUORUM and ALL, the winner among the
+    /// first `consistency.required(R)` answers (with R + W > N these include every
+    /// acknowledged write, and waiting for more would only wait for the slowest holder),
+    /// written back to holders that had an older one or none. At ONE, which intersects no
+    /// write quorum, the winner among every holder that answers, so a write that reads
+    /// first still sees what any reachable holder acknowledged.
     pub(crate) async fn read_name(
         &self,
         name: &str,
@@ -176,11 +178,12 @@ impl<S: Store, N: Network> Node<S, N> {
         let key = name_key(name);
         let holders = self.placement(&key).await?;
         let required = consistency.required(self.inner.config.replication_factor);
+        let enough = if consistency == Consistency::One { holders.len() } else { required };
         let mut answers: FuturesUnordered<_> =
             holders.iter().map(|peer| async move { (peer, self.fetch_record(peer, key).await) }).collect();
         let mut failures: Vec<_> = self.placement_shortfall(&holders).into_iter().collect();
         let mut answered = Vec::new();
-        while answered.len() < required
+        while answered.len() < enough
             && let Some((peer, answer)) = answers.next().await
         {
             match answer {
@@ -242,7 +245,8 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Writes `binding` as a version newer than every one this peer has seen: callers read
-    /// the name at `consistency` first, so that includes every acknowledged write.
+    /// the name at `consistency` first, so at QUORUM and ALL that includes every
+    /// acknowledged write.
     pub(crate) async fn write_version(
         &self,
         name: &str,

@@ -295,6 +295,7 @@ impl<S: Store, N: Network> Node<S, N> {
             Request::Store { items } => match self.store_local(items).await {
                 Ok(()) => Response::Stored,
                 Err(error) => {
+                    // The error names the item at fault.
                     warn!(peer = ?from, "refused a store: {error}");
                     Response::Failed(error.to_string())
                 }

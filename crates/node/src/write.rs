@@ -3,8 +3,10 @@
 //!
 //! Chunks are replicated while the body is still arriving, at most `chunks_in_flight` at
 //! a time, so memory stays bounded whatever the object size. The manifest goes out only
-//! after every chunk reached its consistency level: an upload that breaks off leaves no
-//! manifest, so nothing half-stored is ever served.
+//! after every chunk reached its consistency level, or, for an object under the chunk
+//! size, together with its one chunk in one synced batch per replica: no replica ever
+//! holds a manifest without its chunks' consistency level met or its chunk beside it. An
+//! upload that breaks off leaves no manifest, so nothing half-stored is ever served.
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -88,7 +90,8 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Stores the object streamed in `body`, then binds `name` to it, or when unnamed its
     /// pin (a name record named by the object's id: no user name can be spelled like an
     /// id). The binding's read before write runs beside the manifest's replication, so a
-    /// small put waits for three rounds of acks (chunk, manifest, binding), not four.
+    /// put waits for the chunks, the manifest and the binding, and an object under the
+    /// chunk size for two rounds only (chunk and manifest together, then the binding).
     pub(crate) async fn store_and_bind<B, E>(
         &self,
         name: Option<&str>,

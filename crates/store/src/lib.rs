@@ -53,6 +53,11 @@ pub trait Store: Send + Sync + 'static {
     /// Items and bytes held, exact, maintained incrementally (no scan per call).
     fn stats(&self) -> StoreStats;
 
+    /// Gives the disk space of deleted items back if enough has piled up to be worth a
+    /// pass, which may rewrite every live item and take a while: call it from background
+    /// work that holds no lock a foreground request may wait on. A cheap check otherwise.
+    fn reclaim_space(&self) -> Result<(), StoreError>;
+
     /// Fault injection for tests and drills: flips a byte of the stored value, bypassing
     /// verification, as a failing disk would. `Ok(false)` if the item is absent or empty.
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError>;
@@ -82,6 +87,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
+    }
+
+    fn reclaim_space(&self) -> Result<(), StoreError> {
+        (**self).reclaim_space()
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

@@ -9,8 +9,8 @@
 //! Blob garbage collection is off in ordinary compactions. With it on, every compaction
 //! rewrote the live chunks of the oldest quarter of blob files, so a put of 1 GiB spent
 //! more CPU relocating chunks than receiving them. Deleted chunks instead give their space
-//! back in one pass (`reclaim_if_worthwhile`) once they are a quarter of the blob bytes on
-//! disk: each reclaimed byte then costs at most three rewritten ones.
+//! back in one pass ([`Store::reclaim_space`]) once they are a quarter of the blob bytes
+//! on disk: each reclaimed byte then costs at most three rewritten ones.
 //!
 //! Stats stay exact under concurrent writers without one global write lock: each key maps to
 //! one of [`STRIPES`] mutexes, and check-if-present + synced write + counter update run under
@@ -98,7 +98,6 @@ impl RocksStore {
         // (record headers are a few bytes a chunk, well within the estimate's slack).
         let garbage = store.blob_file_bytes()?.saturating_sub(scan.blob_value_bytes);
         store.unreclaimed.store(garbage, Ordering::Relaxed);
-        store.reclaim_if_worthwhile()?;
         Ok(store)
     }
 
@@ -107,36 +106,6 @@ impl RocksStore {
         let family = self.family(ItemKind::Chunk);
         let bytes = self.db.property_int_value_cf(family, "rocksdb.total-blob-file-size");
         Ok(bytes.map_err(engine("read blob file size"))?.unwrap_or(0))
-    }
-
-    /// Gives the space of deleted chunks back once they are worth it: a full compaction
-    /// with blob garbage collection on rewrites every live chunk into new blob files, and
-    /// the old files, then all garbage, are deleted. The caller waits for it; deletes come
-    /// from collection and handoff, off the path of user requests.
-    fn reclaim_if_worthwhile(&self) -> Result<(), StoreError> {
-        let Ok(_only_pass) = self.reclaiming.try_lock() else { return Ok(()) };
-        let unreclaimed = self.unreclaimed.load(Ordering::Relaxed);
-        let before = self.blob_file_bytes()?;
-        if unreclaimed < RECLAIM_MIN_BYTES || unreclaimed < before / 4 {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let family = self.family(ItemKind::Chunk);
-        self.db.set_options_cf(family, &[(BLOB_GC_OPTION, "true")]).map_err(engine("reclaim space"))?;
-        let mut options = CompactOptions::default();
-        options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
-        self.db.compact_range_cf_opt(family, None::<&[u8]>, None::<&[u8]>, &options);
-        let gc_off = self.db.set_options_cf(family, &[(BLOB_GC_OPTION, "false")]);
-        self.unreclaimed.fetch_sub(unreclaimed, Ordering::Relaxed);
-        gc_off.map_err(engine("reclaim space"))?;
-        tracing::info!(
-            path = %self.path.display(),
-            before,
-            after = self.blob_file_bytes()?,
-            ms = started.elapsed().as_millis() as u64,
-            "reclaimed the space of deleted chunks"
-        );
-        Ok(())
     }
 
     fn family(&self, kind: ItemKind) -> &ColumnFamily {
@@ -226,7 +195,7 @@ impl Store for RocksStore {
     }
 
     fn delete(&self, key: &ItemKey) -> Result<bool, StoreError> {
-        let stripe = self.lock_stripes(std::iter::once(key));
+        let _stripe = self.lock_stripes(std::iter::once(key));
         let family = self.family(key.kind);
         let old = self.db.get_pinned_cf(family, key.id).map_err(engine("read"))?;
         let Some(old_bytes) = old.map(|old| old.len() as u64) else {
@@ -235,14 +204,8 @@ impl Store for RocksStore {
         self.db.delete_cf_opt(family, key.id, &synced()).map_err(engine("delete"))?;
         self.items.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(old_bytes, Ordering::Relaxed);
-        drop(stripe);
         if key.kind == ItemKind::Chunk && old_bytes >= CHUNK_BLOB_SIZE_MIN_BYTES {
             self.unreclaimed.fetch_add(old_bytes, Ordering::Relaxed);
-            // The delete itself is done and synced; a failed pass only leaves space for
-            // the next one.
-            if let Err(error) = self.reclaim_if_worthwhile() {
-                tracing::warn!(path = %self.path.display(), "reclaiming deleted chunks failed: {error}");
-            }
         }
         Ok(true)
     }
@@ -267,6 +230,42 @@ impl Store for RocksStore {
 
     fn stats(&self) -> StoreStats {
         StoreStats { items: self.items.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+
+    /// A pass is a full compaction with blob garbage collection on: it rewrites every live
+    /// chunk into new blob files, and the old files, then all garbage, are deleted.
+    fn reclaim_space(&self) -> Result<(), StoreError> {
+        let Ok(_only_pass) = self.reclaiming.try_lock() else { return Ok(()) };
+        let unreclaimed = self.unreclaimed.load(Ordering::Relaxed);
+        let before = self.blob_file_bytes()?;
+        if unreclaimed < RECLAIM_MIN_BYTES || unreclaimed < before / 4 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let family = self.family(ItemKind::Chunk);
+        self.db.set_options_cf(family, &[(BLOB_GC_OPTION, "true")]).map_err(engine("reclaim space"))?;
+        let mut options = CompactOptions::default();
+        options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        // Reports no error: a pass that failed shows as blob files that did not shrink.
+        self.db.compact_range_cf_opt(family, None::<&[u8]>, None::<&[u8]>, &options);
+        let gc_off = self.db.set_options_cf(family, &[(BLOB_GC_OPTION, "false")]);
+        gc_off.map_err(engine("reclaim space"))?;
+        let after = self.blob_file_bytes()?;
+        if after >= before {
+            return Err(StoreError::Engine {
+                op: "reclaim space",
+                detail: format!("blob files did not shrink ({before} bytes before, {after} after)"),
+            });
+        }
+        self.unreclaimed.fetch_sub(unreclaimed, Ordering::Relaxed);
+        tracing::info!(
+            path = %self.path.display(),
+            before,
+            after,
+            ms = started.elapsed().as_millis() as u64,
+            "reclaimed the space of deleted chunks"
+        );
+        Ok(())
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {
@@ -428,9 +427,13 @@ mod tests {
         assert!(store.blob_file_bytes().unwrap() >= 48 * MIB);
 
         // 32 MiB deleted (two thirds) is worth a pass, which leaves the 16 live chunks.
-        for (key, _) in &items[..32] {
+        for (key, _) in &items[..31] {
             assert!(store.delete(key).unwrap());
         }
+        store.reclaim_space().unwrap();
+        assert!(store.blob_file_bytes().unwrap() >= 48 * MIB, "31 MiB deleted is under a pass's minimum");
+        assert!(store.delete(&items[31].0).unwrap());
+        store.reclaim_space().unwrap();
         let after = store.blob_file_bytes().unwrap();
         assert!((16 * MIB..17 * MIB).contains(&after), "{after} bytes of blob files");
         for (key, value) in &items[32..] {
@@ -458,6 +461,7 @@ mod tests {
         for (key, _) in &items[24..32] {
             store.delete(key).unwrap();
         }
+        store.reclaim_space().unwrap();
         let after = store.blob_file_bytes().unwrap();
         assert!((32 * MIB..33 * MIB).contains(&after), "{after} bytes of blob files");
     }
