@@ -114,34 +114,38 @@ fn read(api: &str, key: &'static str) -> Option<Read> {
     Some(Read { key, value, began, ended: Instant::now() })
 }
 
-/// The values a read may return: any write that began before the read ended and that
-/// no acknowledged write superseded before the read began (acknowledged, then another
-/// acknowledged write began after it and ended before the read). `None` is allowed only
-/// if no acknowledged write ended before the read began.
+/// The values a read may return: any write that began before the read ended and that no
+/// acknowledged write superseded before the read began: began after it ended and ended
+/// before the read began. That holds for writes that failed too: a write's version is
+/// fixed while its request runs, and one that begins after it ended gets a newer one,
+/// whereas writes that overlap may land in either order. `None` is allowed only if no
+/// acknowledged write ended before the read began.
 fn check(history: &History) -> Result<(), String> {
     for read in &history.reads {
         let writes: Vec<&Write> = history.writes.iter().filter(|w| w.key == read.key).collect();
         let superseded = |w: &Write| {
-            w.outcome == Outcome::Ok
-                && writes
-                    .iter()
-                    .any(|later| later.outcome == Outcome::Ok && later.began > w.ended && later.ended < read.began)
+            writes.iter().any(|later| later.outcome == Outcome::Ok && later.began > w.ended && later.ended < read.began)
         };
         let valid = match &read.value {
             None => !writes.iter().any(|w| w.outcome == Outcome::Ok && w.ended < read.began),
-            Some(value) => writes.iter().any(|w| {
-                &w.value == value && w.began < read.ended && !superseded(w) && {
-                    // A maybe-write never superseded anything, but an acknowledged write
-                    // that ended before it began supersedes it.
-                    w.outcome == Outcome::Ok
-                        || !writes.iter().any(|later| {
-                            later.outcome == Outcome::Ok && later.began > w.began && later.ended < read.began
-                        })
-                }
-            }),
+            Some(value) => writes.iter().any(|w| &w.value == value && w.began < read.ended && !superseded(w)),
         };
         if !valid {
-            return Err(format!("stale or invented read of {}: {:?}", read.key, read.value));
+            let start = history.writes.iter().map(|w| w.began).min().expect("a read follows a write");
+            let span = |began: Instant, ended: Instant| {
+                format!("{}..{} ms", (began - start).as_millis(), (ended - start).as_millis())
+            };
+            let returned = writes.iter().find(|w| Some(&w.value) == read.value.as_ref());
+            let newer =
+                writes.iter().filter(|w| w.outcome == Outcome::Ok && w.ended < read.began).max_by_key(|w| w.ended);
+            return Err(format!(
+                "stale or invented read of {} at {}: {:?} (written {}); the last write acknowledged before it: {:?}",
+                read.key,
+                span(read.began, read.ended),
+                read.value,
+                returned.map_or("never".into(), |w| format!("{}, {:?}", span(w.began, w.ended), w.outcome)),
+                newer.map(|w| format!("{} at {}", w.value, span(w.began, w.ended))),
+            ));
         }
     }
     Ok(())
@@ -154,7 +158,8 @@ fn quorum_reads_see_the_latest_acknowledged_write_through_churn() {
     let testnet = Arc::new(Testnet::up(5));
     let apis: Vec<String> = (1..=5).map(|peer| testnet.api(peer)).collect();
     let history = Arc::new(Mutex::new(History::default()));
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
@@ -182,8 +187,10 @@ fn quorum_reads_see_the_latest_acknowledged_write_through_churn() {
     let mut random = XorShift(seed | 1);
     while Instant::now() + Duration::from_secs(4) < deadline {
         let victim = 1 + random.below(5);
+        eprintln!("kill {victim} at {} ms", started.elapsed().as_millis());
         testnet.run("kill", &[&victim.to_string()]);
         thread::sleep(Duration::from_millis(1500 + 500 * random.below(4) as u64));
+        eprintln!("start {victim} at {} ms", started.elapsed().as_millis());
         testnet.run("start", &[&victim.to_string()]);
     }
     for client in clients {
@@ -242,4 +249,13 @@ fn the_checker_catches_a_stale_read() {
         reads: vec![Read { key: "k", value: None, began: at(40), ended: at(50) }],
     };
     assert!(check(&lost).is_err());
+
+    // A failed write overlapping an acknowledged one may land after it; one that ended
+    // before the acknowledged one began may not.
+    let failed = |began, ended| Write { outcome: Outcome::Maybe, ..w("failed", began, ended) };
+    let read_failed = vec![Read { key: "k", value: Some("failed".into()), began: at(40), ended: at(50) }];
+    let overlapping = History { writes: vec![failed(15, 35), w("new", 20, 30)], reads: read_failed.clone() };
+    assert!(check(&overlapping).is_ok());
+    let before = History { writes: vec![failed(5, 15), w("new", 20, 30)], reads: read_failed };
+    assert!(check(&before).is_err());
 }

@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_rejected() {
-        let mut bytes = encode(&Response::Stored);
+        let mut bytes = encode(&Response::Stored { newer: None });
         bytes.push(0);
         assert_eq!(decode::<Response>(&bytes), Err(CodecError::Trailing(1)));
     }

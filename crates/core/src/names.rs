@@ -1,15 +1,16 @@
 //! Named objects: name records, their hybrid logical clock versions, and the merge that
 //! makes replicas agree.
 //!
-//! A name record lives on the R peers closest to the hash of its name. Every write of a
+//! A name record lives on the R peers closest to its key ([`name_key`]). Every write of a
 //! name (a bind or a delete) carries a version from a hybrid logical clock: wall-clock
 //! milliseconds, a logical counter for events within one millisecond or behind a clock
 //! that lags, and the writer's id to break exact ties. The newest version wins, so
 //! replicas that saw the same writes agree on the same winner whatever the order they
-//! arrived in. A coordinator reads the current record before it writes and moves its clock
-//! past it, so a later write from the same client wins even through a peer whose clock is
-//! behind. A delete is a tombstone, a record like any other, so it wins over the older
-//! binding on every replica it reaches, and repair carries it to the others.
+//! arrived in. A replica that keeps a newer record than the one written says so, and the
+//! coordinator moves its clock past it and writes again, so a later write from the same
+//! client wins even through a peer whose clock is behind. A delete is a tombstone, a
+//! record like any other, so it wins over the older binding on every replica it reaches,
+//! and repair carries it to the others.
 
 use std::fmt;
 
@@ -57,10 +58,16 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// The key of a name's record.
+/// The key of a name's record. A pin, the record an unnamed object gets, is named by the
+/// object's id (no user name can be spelled like one) and keyed by it, so it has the
+/// object's holders and travels with its manifest. Any other name is keyed by BLAKE3 in
+/// key derivation mode, which no object's id (BLAKE3 in plain mode) can equal.
 pub fn name_key(name: &str) -> ItemKey {
-    let id = blake3::Hasher::new().update(b"shoal name\0").update(name.as_bytes()).finalize();
-    ItemKey { kind: ItemKind::Name, id: *id.as_bytes() }
+    let id = match name.parse::<ObjectId>() {
+        Ok(pinned) => pinned.0,
+        Err(_) => blake3::derive_key("shoal 2026-11 name key", name.as_bytes()),
+    };
+    ItemKey { kind: ItemKind::Name, id }
 }
 
 /// A hybrid logical clock timestamp. Ordered by wall time, then counter, then writer.
@@ -227,5 +234,12 @@ mod tests {
         assert_eq!(validate_name("a//b"), Err(NameError::EmptySegment));
         assert_eq!(validate_name(&"ab".repeat(32)), Err(NameError::LooksLikeAnId));
         assert_ne!(name_key("a"), name_key("b"));
+    }
+
+    #[test]
+    fn a_pin_is_keyed_by_its_object_and_a_name_by_no_plain_hash() {
+        let id = ObjectId::from(blake3::hash(b"some object"));
+        assert_eq!(name_key(&id.to_hex()).id, id.0);
+        assert_ne!(&name_key("photos/cat.jpg").id, blake3::hash(b"photos/cat.jpg").as_bytes());
     }
 }

@@ -1,6 +1,7 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/3`), one request and one
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/4`), one request and one
 //! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
-//! item values apart from the rest of a message ([`Payloads`]).
+//! item values apart from the rest of a message ([`Payloads`]); version 4 keys pins by
+//! their object and answers a store with the newer name record a replica kept.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,9 @@ use crate::{ItemKey, ItemKind};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Store these items durably, as one synced write, and answer [`Response::Stored`]
-    /// once it is on disk. The items share one id, hence one holder set: a single-chunk
-    /// object's chunk and manifest travel together (see [`Request::is_valid_store`]).
+    /// once it is on disk. The items share one id, hence one holder set: an unnamed
+    /// object's manifest and pin travel together, with its chunk if it has only one (see
+    /// [`Request::is_valid_store`]).
     Store { items: Vec<(ItemKey, Bytes)> },
     /// Send this item if you hold it.
     Fetch { key: ItemKey },
@@ -74,8 +76,12 @@ impl Payloads for Response {
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// The item is on disk, write-ahead log synced.
-    Stored,
+    /// The items are on disk, write-ahead log synced. A name record among them may have
+    /// lost to a newer one already there: that one comes back, so the writer can write
+    /// past it.
+    Stored {
+        newer: Option<NameRecord>,
+    },
     /// The item, or `None` when this peer does not hold it.
     Item(Option<Bytes>),
     Pong,

@@ -1,12 +1,14 @@
 //! Named objects: reads and writes of name records at a consistency level, read repair,
 //! deletes as tombstones, and listing.
 //!
-//! A name record lives on the R peers closest to the hash of its name. A read asks every
-//! holder, needs answers from as many as the consistency level says, returns the winner
-//! of their versions, and (at QUORUM and ALL) writes the winner back to holders that
-//! answered with an older version or none. A write first reads at the same level, moves
-//! the hybrid clock past what it saw, and writes a newer version: with R + W > N, a read
-//! sees every write acknowledged before it.
+//! A name record lives on the R peers closest to its key. A read asks every holder, needs
+//! answers from as many as the consistency level says, returns the winner of their
+//! versions, and (at QUORUM and ALL) writes the winner back to holders that answered with
+//! an older version or none. A write sends a version from the hybrid clock; a holder that
+//! keeps a newer record binding something else sends it back, and when too few took the
+//! write the coordinator moves its clock past that record and writes again. With R + W >
+//! N, every write acknowledged before is on a holder that takes the write, so the write
+//! that succeeds is newer than all of them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -52,6 +54,10 @@ impl NameInfo {
     }
 }
 
+/// How many times a name write goes again past newer versions that holders kept. Each
+/// attempt is newer than everything seen before, so only writers racing it can use them up.
+const WRITE_ATTEMPTS: usize = 3;
+
 pub(crate) fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -86,7 +92,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if self.resolve_name(name, consistency).await?.is_none() {
             return Err(NodeError::NameNotFound(name.to_owned()));
         }
-        self.write_name(name, Binding::Tombstone, consistency).await?;
+        self.write_binding(name, Binding::Tombstone, consistency, Vec::new()).await?;
         Ok(())
     }
 
@@ -97,7 +103,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if pin.is_none_or(|pin| pin.is_tombstone()) {
             return Err(NodeError::NotFound(id));
         }
-        self.write_name(&id.to_hex(), Binding::Tombstone, consistency).await?;
+        self.write_binding(&id.to_hex(), Binding::Tombstone, consistency, Vec::new()).await?;
         Ok(())
     }
 
@@ -164,12 +170,11 @@ impl<S: Store, N: Network> Node<S, N> {
         .unwrap_or_default()
     }
 
-    /// Reads a name's record from its holders: at QUORUM and ALL, the winner among the
-    /// first `consistency.required(R)` answers (with R + W > N these include every
-    /// acknowledged write, and waiting for more would only wait for the slowest holder),
-    /// written back to holders that had an older one or none. At ONE, which intersects no
-    /// write quorum, the winner among every holder that answers, so a write that reads
-    /// first still sees what any reachable holder acknowledged.
+    /// Reads a name's record from its holders: the winner among the first
+    /// `consistency.required(R)` answers (at QUORUM and ALL, with R + W > N, these include
+    /// every acknowledged write, and waiting for more would only wait for the slowest
+    /// holder), which at QUORUM and ALL is written back to holders among them that had an
+    /// older one or none.
     pub(crate) async fn read_name(
         &self,
         name: &str,
@@ -178,12 +183,11 @@ impl<S: Store, N: Network> Node<S, N> {
         let key = name_key(name);
         let holders = self.placement(&key).await?;
         let required = consistency.required(self.inner.config.replication_factor);
-        let enough = if consistency == Consistency::One { holders.len() } else { required };
         let mut answers: FuturesUnordered<_> =
             holders.iter().map(|peer| async move { (peer, self.fetch_record(peer, key).await) }).collect();
         let mut failures: Vec<_> = self.placement_shortfall(&holders).into_iter().collect();
         let mut answered = Vec::new();
-        while answered.len() < enough
+        while answered.len() < required
             && let Some((peer, answer)) = answers.next().await
         {
             match answer {
@@ -233,29 +237,29 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(Some(codec::decode(&value).expect("verified above")))
     }
 
-    /// Reads at `consistency`, then writes a newer version.
-    async fn write_name(
+    /// Writes `binding` for `name`, in one batch with `companions` (items of the record's
+    /// id), as a version newer than every one this peer has seen; while holders answer
+    /// with a newer record binding something else, writes again past it. Returns the
+    /// record written and the acks it got.
+    pub(crate) async fn write_binding(
         &self,
         name: &str,
         binding: Binding,
         consistency: Consistency,
-    ) -> Result<NameRecord, NodeError> {
-        self.read_name(name, consistency).await?;
-        self.write_version(name, binding, consistency).await
-    }
-
-    /// Writes `binding` as a version newer than every one this peer has seen: callers read
-    /// the name at `consistency` first, so at QUORUM and ALL that includes every
-    /// acknowledged write.
-    pub(crate) async fn write_version(
-        &self,
-        name: &str,
-        binding: Binding,
-        consistency: Consistency,
-    ) -> Result<NameRecord, NodeError> {
-        let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
-        let record = NameRecord { name: name.to_owned(), version, binding };
-        self.replicate(vec![(record.key(), codec::encode(&record).into())], consistency).await?;
-        Ok(record)
+        companions: Vec<(ItemKey, Bytes)>,
+    ) -> Result<(NameRecord, usize), NodeError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
+            let record = NameRecord { name: name.to_owned(), version, binding: binding.clone() };
+            let items = companions.iter().cloned().chain([(record.key(), codec::encode(&record).into())]).collect();
+            let replicated = self.replicate(items, consistency).await?;
+            let Some(newer) = replicated.newer else { return Ok((record, replicated.acks)) };
+            debug!(name, "holders kept the newer version {}: writing past it", newer.version);
+            self.inner.clock.lock().expect("never poisoned").observe(newer.version);
+        }
+        Err(NodeError::Unavailable {
+            what: format!("name {name:?}"),
+            failures: format!("newer versions from other writers kept arriving through {WRITE_ATTEMPTS} attempts"),
+        })
     }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
-use shoal_core::names::HybridClock;
+use shoal_core::names::{HybridClock, NameRecord};
 use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
 use shoal_core::wire::{Request, Response};
-use shoal_core::{ItemKey, ItemKind, PeerKey};
+use shoal_core::{ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -235,26 +235,30 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Stores items that share one id (so one key lock covers them) as one synced write,
     /// and indexes what the store kept: for a name record, the winner of the merge with
-    /// the copy already there, which may be the old one.
-    pub(crate) async fn store_local(&self, items: Vec<(ItemKey, Bytes)>) -> Result<(), StoreError> {
-        let Some((first, _)) = items.first() else { return Ok(()) };
+    /// the copy already there. Returns that winner when it is not the record sent.
+    pub(crate) async fn store_local(&self, items: Vec<(ItemKey, Bytes)>) -> Result<Option<NameRecord>, StoreError> {
+        let Some((first, _)) = items.first() else { return Ok(None) };
         debug_assert!(items.iter().all(|(key, _)| key.id == first.id), "one id per batch");
         let _key = self.lock_key(first).await;
-        let tagged = self
+        let (tagged, newer) = self
             .with_store(move |store| {
                 store.put(&items)?;
-                items
-                    .into_iter()
-                    .map(|(key, value)| {
-                        let tag = match key.kind {
-                            ItemKind::Name => store
-                                .get(&key)?
-                                .map_or_else(|| content_tag(&key, &value), |kept| content_tag(&key, &kept)),
-                            ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
-                        };
-                        Ok((key, tag))
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
+                let mut newer = None;
+                let mut tagged = Vec::with_capacity(items.len());
+                for (key, value) in items {
+                    let tag = match key.kind {
+                        ItemKind::Name => {
+                            let kept = store.get(&key)?.unwrap_or_else(|| value.clone());
+                            if kept != value {
+                                newer = Some(codec::decode(&kept).expect("verified by the store"));
+                            }
+                            content_tag(&key, &kept)
+                        }
+                        ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+                    };
+                    tagged.push((key, tag));
+                }
+                Ok((tagged, newer))
             })
             .await?;
         for (key, tag) in tagged {
@@ -262,7 +266,7 @@ impl<S: Store, N: Network> Node<S, N> {
             self.mark(key);
             self.inner.collected.lock().expect("never poisoned").remove(&key);
         }
-        Ok(())
+        Ok(newer)
     }
 
     pub(crate) async fn delete_local(&self, key: ItemKey) -> Result<(), StoreError> {
@@ -293,7 +297,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 Response::Failed(format!("a store batch must hold 1 to {} items of one id", ItemKind::ALL.len()))
             }
             Request::Store { items } => match self.store_local(items).await {
-                Ok(()) => Response::Stored,
+                Ok(newer) => Response::Stored { newer },
                 Err(error) => {
                     // The error names the item at fault.
                     warn!(peer = ?from, "refused a store: {error}");

@@ -371,7 +371,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
                 match self.inner.network.request(to, Request::Store { items: vec![(*key, value)] }).await {
-                    Ok(Response::Stored) => len,
+                    Ok(Response::Stored { .. }) => len,
                     Ok(Response::Failed(reason)) => return Err(reason),
                     Ok(other) => return Err(format!("unexpected answer {other:?}")),
                     Err(error) => return Err(error.to_string()),

@@ -253,19 +253,19 @@ async fn a_broken_upload_stores_no_manifest() {
 }
 
 #[tokio::test]
-async fn a_small_objects_chunk_and_manifest_travel_as_one_batch() {
+async fn a_small_unnamed_objects_chunk_manifest_and_pin_travel_as_one_batch() {
     let cluster = Cluster::new(5);
     let bytes = object(4096);
     let id = cluster.node(0).put(body(&bytes), Consistency::All).await.unwrap().id;
     let holders: HashSet<_> = closest(&id.0, &cluster.peers, 3).into_iter().collect();
     assert_eq!(cluster.holders(&ItemKey { kind: ItemKind::Chunk, id: id.0 }), holders);
     assert_eq!(cluster.holders(&ItemKey::manifest(id)), holders);
+    assert_eq!(cluster.holders(&shoal_core::names::name_key(&id.to_hex())), holders);
 
     let batches = cluster.world.store_batches.lock().unwrap().clone();
     let remote_holders = holders.iter().filter(|p| **p != cluster.peers[0]).count();
-    let object_batches: Vec<_> = batches.iter().filter(|kinds| !kinds.contains(&ItemKind::Name)).collect();
-    assert_eq!(object_batches.len(), remote_holders, "{batches:?}");
-    assert!(object_batches.iter().all(|kinds| **kinds == [ItemKind::Chunk, ItemKind::Manifest]), "{batches:?}");
+    assert_eq!(batches.len(), remote_holders, "one request per remote holder: {batches:?}");
+    assert!(batches.iter().all(|kinds| *kinds == [ItemKind::Chunk, ItemKind::Manifest, ItemKind::Name]), "{batches:?}");
 }
 
 #[tokio::test]
@@ -465,7 +465,7 @@ mod repair {
 
 mod names {
     use shoal_core::codec;
-    use shoal_core::names::{NameRecord, name_key};
+    use shoal_core::names::{NameRecord, Version, name_key};
 
     use super::*;
 
@@ -506,6 +506,28 @@ mod names {
         assert!(records.windows(2).all(|w| w[0].1 == w[1].1), "replicas disagree: {records:?}");
         let winner = cluster.node(2).resolve_name("race", Consistency::All).await.unwrap().unwrap();
         assert!(ids.contains(&winner.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_write_through_a_lagging_clock_still_wins() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let (ahead, behind) = (cluster.node(0), cluster.node(1));
+        let hour_ahead = Version { wall_ms: crate::names::wall_ms() + 3_600_000, logical: 0, writer: 0 };
+        ahead.inner.clock.lock().unwrap().observe(hour_ahead);
+
+        bind(&ahead, "doc", 10, Consistency::Quorum).await.unwrap();
+        let later = bind(&behind, "doc", 20, Consistency::Quorum).await.unwrap();
+        let winner = cluster.node(2).resolve_name("doc", Consistency::All).await.unwrap().unwrap();
+        assert_eq!(winner.id, later);
+
+        // An unnamed object deleted through the fast clock and put again through the slow
+        // one is pinned again: deleting it by id finds it.
+        let bytes = object(30);
+        let id = ahead.put(body(&bytes), Consistency::Quorum).await.unwrap().id;
+        ahead.delete_object(id, Consistency::Quorum).await.unwrap();
+        behind.put(body(&bytes), Consistency::Quorum).await.unwrap();
+        behind.delete_object(id, Consistency::Quorum).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

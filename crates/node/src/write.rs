@@ -11,10 +11,11 @@
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::names::{Binding, NameRecord};
+use shoal_core::names::{Binding, NameRecord, merge};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{
-    CHUNK_SIZE, ChunkDigest, ChunkRef, Consistency, ItemKey, MAX_OBJECT_SIZE, Manifest, ObjectId, PeerKey, codec,
+    CHUNK_SIZE, ChunkDigest, ChunkRef, Consistency, ItemKey, ItemKind, MAX_OBJECT_SIZE, Manifest, ObjectId, PeerKey,
+    codec,
 };
 use shoal_store::Store;
 use tokio::sync::mpsc;
@@ -43,6 +44,15 @@ struct StoredChunks {
     /// object's, so it has the manifest's holders and goes out with the manifest in one
     /// batch, one message and one synced write per replica instead of two.
     lone_chunk: Option<(ItemKey, Bytes)>,
+}
+
+/// What a replicated batch got.
+pub(crate) struct Replicated {
+    /// Replicas that took every item.
+    pub acks: usize,
+    /// The newest record of the batch's name that replicas kept instead of the one sent,
+    /// when that leaves the consistency level unmet (at ONE: whenever there is one).
+    pub newer: Option<NameRecord>,
 }
 
 /// Cuts a byte stream into chunks of exactly [`CHUNK_SIZE`] bytes (the last may be
@@ -87,11 +97,10 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(self.store_and_bind(None, body, consistency).await?.0)
     }
 
-    /// Stores the object streamed in `body`, then binds `name` to it, or when unnamed its
-    /// pin (a name record named by the object's id: no user name can be spelled like an
-    /// id). The binding's read before write runs beside the manifest's replication, so a
-    /// put waits for the chunks, the manifest and the binding, and an object under the
-    /// chunk size for two rounds only (chunk and manifest together, then the binding).
+    /// Stores the object streamed in `body`, then binds `name` to it, or when unnamed pins
+    /// it (a name record named and keyed by the object's id: no user name can be spelled
+    /// like an id). A pin has the manifest's holders, so the two go out in one batch, with
+    /// the chunk of an object under the chunk size: such a put takes one round of acks.
     pub(crate) async fn store_and_bind<B, E>(
         &self,
         name: Option<&str>,
@@ -105,17 +114,22 @@ impl<S: Store, N: Network> Node<S, N> {
         let StoredChunks { manifest, fewest_acks, lone_chunk } = self.store_chunks(body, consistency).await?;
         let id = manifest.object_id().expect("a manifest we built is consistent");
         debug_assert!(lone_chunk.as_ref().is_none_or(|(key, _)| key.id == id.0), "a lone chunk's id is the object's");
-        let name = name.map_or_else(|| id.to_hex(), str::to_owned);
-        let items = lone_chunk.into_iter().chain([(ItemKey::manifest(id), codec::encode(&manifest).into())]).collect();
-        let (manifest_acks, _) =
-            tokio::try_join!(self.replicate(items, consistency), self.read_name(&name, consistency))?;
+        let object: Vec<_> =
+            lone_chunk.into_iter().chain([(ItemKey::manifest(id), codec::encode(&manifest).into())]).collect();
         let binding = Binding::Object { id, size: manifest.size };
-        let record = self.write_version(&name, binding, consistency).await?;
+        let (record, acks) = match name {
+            None => self.write_binding(&id.to_hex(), binding, consistency, object).await?,
+            Some(name) => {
+                let object_acks = self.replicate(object, consistency).await?.acks;
+                let (record, name_acks) = self.write_binding(name, binding, consistency, Vec::new()).await?;
+                (record, object_acks.min(name_acks))
+            }
+        };
         let receipt = PutReceipt {
             id,
             size: manifest.size,
             chunks: manifest.chunks.len(),
-            acks: fewest_acks.min(manifest_acks),
+            acks: fewest_acks.min(acks),
             replication_factor: self.inner.config.replication_factor,
             consistency,
         };
@@ -210,23 +224,33 @@ impl<S: Store, N: Network> Node<S, N> {
         consistency: Consistency,
     ) -> Result<(usize, ChunkRef, usize), NodeError> {
         let digest = Self::digest(index, bytes.clone()).await;
-        let acks = self.replicate(vec![(ItemKey::chunk(digest.id), bytes)], consistency).await?;
-        Ok((index, digest.into(), acks))
+        let replicated = self.replicate(vec![(ItemKey::chunk(digest.id), bytes)], consistency).await?;
+        Ok((index, digest.into(), replicated.acks))
     }
 
     /// Writes items that share one id (hence their R closest peers) to those peers, one
     /// synced batch each, and returns once `consistency` is met. The remaining writes go
     /// on in the background; a node-wide limit on outstanding writes keeps slow replicas
     /// from piling up chunks in memory.
+    ///
+    /// A replica that kept a newer record of the batch's name, binding something else, did
+    /// not take the write. If that leaves too few acks, or at ONE (which intersects no
+    /// other write, so every holder is heard out), the newest such record comes back in
+    /// [`Replicated::newer`] for the caller to write past, instead of an error.
     pub(crate) async fn replicate(
         &self,
         items: Vec<(ItemKey, Bytes)>,
         consistency: Consistency,
-    ) -> Result<usize, NodeError> {
+    ) -> Result<Replicated, NodeError> {
         let key = items.first().expect("something to replicate").0;
+        let sent_name: Option<NameRecord> = items
+            .iter()
+            .find(|(key, _)| key.kind == ItemKind::Name)
+            .map(|(_, value)| codec::decode(value).expect("a record we encoded"));
         let replicas = self.inner.config.replication_factor;
         let required = consistency.required(replicas);
         let targets = self.placement(&key).await?;
+        let enough = if sent_name.is_some() && consistency == Consistency::One { targets.len() } else { required };
         let mut failures: Vec<_> = self.placement_shortfall(&targets).into_iter().collect();
 
         let (done_tx, mut done) = mpsc::channel(targets.len().max(1));
@@ -242,12 +266,25 @@ impl<S: Store, N: Network> Node<S, N> {
         drop(done_tx);
 
         let mut acks = 0;
-        while acks < required {
-            match done.recv().await {
-                Some((_, Ok(()))) => acks += 1,
-                Some((peer, Err(reason))) => failures.push((peer.to_string(), reason)),
-                None => break,
+        let mut newest: Option<NameRecord> = None;
+        while acks < enough {
+            let Some((peer, result)) = done.recv().await else { break };
+            match (result, &sent_name) {
+                (Ok(None), _) => acks += 1,
+                (Ok(Some(kept)), Some(sent)) if kept.key() == sent.key() => {
+                    if kept.binding == sent.binding {
+                        acks += 1;
+                    } else {
+                        failures.push((peer.to_string(), format!("kept the newer version {}", kept.version)));
+                        newest = Some(newest.map_or(kept.clone(), |known| merge(known, kept)));
+                    }
+                }
+                (Ok(Some(_)), _) => failures.push((peer.to_string(), "answered with another name's record".into())),
+                (Err(reason), _) => failures.push((peer.to_string(), reason)),
             }
+        }
+        if newest.is_some() && (acks < required || consistency == Consistency::One) {
+            return Ok(Replicated { acks, newer: newest });
         }
         if acks < required {
             return Err(NodeError::InsufficientAcks {
@@ -257,15 +294,20 @@ impl<S: Store, N: Network> Node<S, N> {
                 failures: describe_failures(&failures),
             });
         }
-        Ok(acks)
+        Ok(Replicated { acks, newer: None })
     }
 
-    pub(crate) async fn store_on(&self, peer: &PeerKey, items: Vec<(ItemKey, Bytes)>) -> Result<(), String> {
+    /// Stores `items` on `peer`; returns the newer record of their name that it kept, if any.
+    pub(crate) async fn store_on(
+        &self,
+        peer: &PeerKey,
+        items: Vec<(ItemKey, Bytes)>,
+    ) -> Result<Option<NameRecord>, String> {
         if peer == self.local_peer() {
             return self.store_local(items).await.map_err(|e| e.to_string());
         }
         match self.inner.network.request(peer, Request::Store { items }).await {
-            Ok(Response::Stored) => Ok(()),
+            Ok(Response::Stored { newer }) => Ok(newer),
             Ok(Response::Failed(reason)) => Err(reason),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(error) => Err(error.to_string()),

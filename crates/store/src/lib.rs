@@ -122,6 +122,13 @@ pub enum StoreError {
         path.display()
     )]
     Locked { path: PathBuf, detail: String },
+    /// The database holds items in a layout this build does not read.
+    #[error(
+        "store {} is in format {found} and this shoald reads format {expected}: move it away and start \
+         on an empty data dir",
+        path.display()
+    )]
+    Format { path: PathBuf, found: u32, expected: u32 },
     /// The database could not be opened or created.
     #[error("cannot open store {}: {detail}", path.display())]
     Open { path: PathBuf, detail: String },

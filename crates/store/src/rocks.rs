@@ -43,6 +43,12 @@ const CHUNK_BLOB_SIZE_MIN_BYTES: u64 = 4 << 10;
 /// Deleted chunk bytes below this are not worth a reclaiming pass, whatever the ratio.
 const RECLAIM_MIN_BYTES: u64 = 32 << 20;
 
+/// The layout of the items a store holds, recorded under [`FORMAT_KEY`] in the default
+/// column family. 2: names keyed by BLAKE3 key derivation, pins by their object's id. A
+/// store without the record that holds items was written in layout 1.
+const FORMAT: u32 = 2;
+const FORMAT_KEY: &[u8] = b"shoal store format";
+
 /// RocksDB's name of the option that turns blob garbage collection on in compactions.
 const BLOB_GC_OPTION: &str = "enable_blob_garbage_collection";
 
@@ -78,6 +84,7 @@ impl RocksStore {
 
         let started = Instant::now();
         let scan = scan(&db)?;
+        check_format(&db, &path, scan.stats.items)?;
         tracing::info!(
             path = %path.display(),
             items = scan.stats.items,
@@ -356,6 +363,21 @@ fn scan(db: &DB) -> Result<Scan, StoreError> {
     Ok(scan)
 }
 
+/// Refuses a store written in another layout, and records this one's in a new store.
+fn check_format(db: &DB, path: &Path, items: u64) -> Result<(), StoreError> {
+    let found = match db.get(FORMAT_KEY).map_err(engine("read the store format"))? {
+        Some(bytes) => bytes.as_slice().try_into().map_or(0, u32::from_le_bytes),
+        None if items == 0 => {
+            return db.put_opt(FORMAT_KEY, FORMAT.to_le_bytes(), &synced()).map_err(engine("record the store format"));
+        }
+        None => 1,
+    };
+    if found != FORMAT {
+        return Err(StoreError::Format { path: path.to_path_buf(), found, expected: FORMAT });
+    }
+    Ok(())
+}
+
 fn engine(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
     move |err| StoreError::Engine { op, detail: err.into_string() }
 }
@@ -382,6 +404,25 @@ mod tests {
         assert!(err.to_string().contains("in use by another process"), "{err}");
         drop(first);
         RocksStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_store_in_another_format_is_refused_untouched() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let value = Bytes::from_static(b"an item");
+        let key = ItemKey::chunk(shoal_core::ChunkId::from(blake3::hash(&value)));
+        store.put(&[(key, value)]).unwrap();
+        // What a layout-1 store looks like: items, no format record.
+        store.db.delete(FORMAT_KEY).unwrap();
+        drop(store);
+        let err = RocksStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Format { found: 1, expected: FORMAT, .. }), "{err:?}");
+        assert!(err.to_string().contains("format 1"), "{err}");
+
+        let db = DB::open_cf(&Options::default(), dir.path(), ItemKind::ALL.map(ItemKind::name)).unwrap();
+        assert_eq!(db.get(FORMAT_KEY).unwrap(), None, "the refused store was changed");
+        assert!(db.get_cf(family(&db, ItemKind::Chunk), key.id).unwrap().is_some());
     }
 
     #[test]
