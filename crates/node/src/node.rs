@@ -242,23 +242,22 @@ impl<S: Store, N: Network> Node<S, N> {
         let _key = self.lock_key(first).await;
         let (tagged, newer) = self
             .with_store(move |store| {
-                store.put(&items)?;
-                let mut newer = None;
-                let mut tagged = Vec::with_capacity(items.len());
-                for (key, value) in items {
-                    let tag = match key.kind {
-                        ItemKind::Name => {
-                            let kept = store.get(&key)?.unwrap_or_else(|| value.clone());
-                            if kept != value {
-                                newer = Some(codec::decode(&kept).expect("verified by the store"));
+                let kept = store.put(&items)?;
+                let tagged: Vec<_> = items
+                    .iter()
+                    .map(|(key, given)| {
+                        let tag = match key.kind {
+                            ItemKind::Name => {
+                                let held = kept.iter().find(|(kept_key, _)| kept_key == key).map_or(given, |(_, v)| v);
+                                content_tag(key, held)
                             }
-                            content_tag(&key, &kept)
-                        }
-                        ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
-                    };
-                    tagged.push((key, tag));
-                }
-                Ok((tagged, newer))
+                            ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+                        };
+                        (*key, tag)
+                    })
+                    .collect();
+                let newer = kept.iter().find(|(key, _)| key.kind == ItemKind::Name);
+                Ok((tagged, newer.map(|(_, value)| codec::decode(value).expect("verified by the store"))))
             })
             .await?;
         for (key, tag) in tagged {

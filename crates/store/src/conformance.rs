@@ -335,10 +335,12 @@ fn name_record(version: u64, tombstone: bool) -> Item {
 fn newer_name_records_win_and_older_ones_never_return<H: Harness>(harness: H) {
     let store = harness.open();
     let (first, second, deleted) = (name_record(1, false), name_record(2, false), name_record(3, true));
-    store.put(std::slice::from_ref(&second)).unwrap();
-    store.put(std::slice::from_ref(&first)).unwrap();
+    assert_eq!(store.put(std::slice::from_ref(&second)).unwrap(), []);
+    let kept = store.put(std::slice::from_ref(&first)).unwrap();
+    assert_eq!(kept, std::slice::from_ref(&second), "the newer copy that stayed is reported");
     assert_eq!(store.get(&second.0).unwrap(), Some(second.1.clone()), "an older version replaced a newer one");
-    store.put(std::slice::from_ref(&deleted)).unwrap();
+    assert_eq!(store.put(std::slice::from_ref(&deleted)).unwrap(), []);
+    assert_eq!(store.put(std::slice::from_ref(&deleted)).unwrap(), [], "an equal copy is not reported");
     store.put(&[first.clone(), second]).unwrap();
     assert_eq!(store.get(&first.0).unwrap(), Some(deleted.1), "a deleted name came back");
     assert_eq!(store.stats().items, 1);

@@ -33,8 +33,10 @@ use shoal_core::{ItemKey, ItemKind, VerifyError};
 pub trait Store: Send + Sync + 'static {
     /// Verifies every item against its key (nothing is written if any fails), then writes them
     /// as one atomic batch and returns only after the write-ahead log is synced (that is what a
-    /// durable ack means). Items already present are not counted twice in stats.
-    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError>;
+    /// durable ack means). Items already present are not counted twice in stats. Returns the
+    /// stored copies that stay in place of a given value they win over (a newer version of a
+    /// name record): empty when every value given is what the store now holds.
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError>;
 
     /// The item if present, verified against its key on every read: bytes that do not match
     /// give `Err(StoreError::Corrupt{..})` and are never returned.
@@ -65,7 +67,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// So one store can be shared by the node's tasks as `Arc<S>` or `Arc<dyn Store>`.
 impl<S: Store + ?Sized> Store for Arc<S> {
-    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
         (**self).put(items)
     }
 

@@ -45,15 +45,20 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
         for (key, value) in items {
             verify_item(key, value).map_err(|source| StoreError::Invalid { key: *key, source })?;
         }
         let mut inner = self.inner();
+        let mut kept = Vec::new();
         for (key, value) in items {
             // As in RocksStore: a verified copy stays unless the new one supersedes it.
             let old = inner.items.get(key).cloned();
-            if old.as_ref().is_some_and(|old| verify_item(key, old).is_ok() && !supersedes(key, old, value)) {
+            if let Some(old) = old.as_ref().filter(|old| verify_item(key, old).is_ok() && !supersedes(key, old, value))
+            {
+                if old != value {
+                    kept.push((*key, old.clone()));
+                }
                 continue;
             }
             inner.items.insert(*key, value.clone());
@@ -66,7 +71,7 @@ impl Store for MemoryStore {
                 Some(old) => inner.stats.bytes = inner.stats.bytes - old.len() as u64 + new_bytes,
             }
         }
-        Ok(())
+        Ok(kept)
     }
 
     fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError> {

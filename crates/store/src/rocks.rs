@@ -144,7 +144,7 @@ impl fmt::Debug for RocksStore {
 }
 
 impl Store for RocksStore {
-    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
         for (key, value) in items {
             verify_item(key, value).map_err(|source| StoreError::Invalid { key: *key, source })?;
         }
@@ -155,6 +155,7 @@ impl Store for RocksStore {
 
         let _stripes = self.lock_stripes(unique.iter().map(|(key, _)| key));
         let mut batch = WriteBatch::default();
+        let mut kept = Vec::new();
         let mut items_added = 0;
         let mut bytes_delta = 0i64;
         for (key, value) in unique {
@@ -163,7 +164,12 @@ impl Store for RocksStore {
                 // A verified copy is already durable (the put that wrote it synced before
                 // releasing this stripe); it stays unless the new one supersedes it (a newer
                 // version of a name record). Rewriting a chunk would only make blob garbage.
-                Some(old) if verify_item(key, &old).is_ok() && !supersedes(key, &old, value) => continue,
+                Some(old) if verify_item(key, &old).is_ok() && !supersedes(key, &old, value) => {
+                    if *old != **value {
+                        kept.push((*key, Bytes::copy_from_slice(&old)));
+                    }
+                    continue;
+                }
                 Some(old) if verify_item(key, &old).is_ok() => bytes_delta += value.len() as i64 - old.len() as i64,
                 // Corrupt bytes on disk: the verified value replaces them.
                 Some(old) => bytes_delta += value.len() as i64 - old.len() as i64,
@@ -175,7 +181,7 @@ impl Store for RocksStore {
             batch.put_cf(family, key.id, value);
         }
         if batch.is_empty() {
-            return Ok(());
+            return Ok(kept);
         }
         self.db.write_opt(batch, &synced()).map_err(engine("write"))?;
         self.items.fetch_add(items_added, Ordering::Relaxed);
@@ -184,7 +190,7 @@ impl Store for RocksStore {
         } else {
             self.bytes.fetch_sub(bytes_delta.unsigned_abs(), Ordering::Relaxed);
         }
-        Ok(())
+        Ok(kept)
     }
 
     fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError> {
