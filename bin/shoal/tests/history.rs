@@ -117,8 +117,10 @@ fn read(api: &str, key: &'static str) -> Option<Read> {
 /// The values a read may return: any write that began before the read ended and that no
 /// acknowledged write superseded before the read began: began after it ended and ended
 /// before the read began. That holds for writes that failed too: a write's version is
-/// fixed while its request runs, and one that begins after it ended gets a newer one,
-/// whereas writes that overlap may land in either order. `None` is allowed only if no
+/// fixed while its request runs, and one that begins after it ended gets a newer one
+/// (every peer here reads one machine's clock; where clocks differ, the later write gets
+/// past a newer failed one only if a holder reports it), whereas writes that overlap may
+/// land in either order. `None` is allowed only if no
 /// acknowledged write ended before the read began.
 fn check(history: &History) -> Result<(), String> {
     for read in &history.reads {

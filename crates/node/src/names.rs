@@ -5,10 +5,10 @@
 //! answers from as many as the consistency level says, returns the winner of their
 //! versions, and (at QUORUM and ALL) writes the winner back to holders that answered with
 //! an older version or none. A write sends a version from the hybrid clock; a holder that
-//! keeps a newer record binding something else sends it back, and when too few took the
-//! write the coordinator moves its clock past that record and writes again. With R + W >
-//! N, every write acknowledged before is on a holder that takes the write, so the write
-//! that succeeds is newer than all of them.
+//! keeps a newer record binding something else sends it back, and the coordinator moves
+//! its clock past that record and writes again. With R + W > N, every write acknowledged
+//! before is on a holder that answers the write, so the write that succeeds is newer than
+//! all of them (or they bind the same thing).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

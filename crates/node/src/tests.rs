@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{TryStreamExt, stream};
@@ -19,7 +20,11 @@ enum Fault {
     Down,
     /// Answers fetches with one byte flipped.
     Lies,
+    /// Answers after [`SLOW_ANSWER`], a far link.
+    Slow,
 }
+
+const SLOW_ANSWER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct World {
@@ -57,6 +62,9 @@ impl Network for FakeNetwork {
         let fault = self.fault(peer);
         if fault == Some(Fault::Down) {
             return Err(NetworkError(format!("{peer} unreachable")));
+        }
+        if fault == Some(Fault::Slow) {
+            tokio::time::sleep(SLOW_ANSWER).await;
         }
         let node = self.world.nodes.lock().unwrap().get(peer).cloned().expect("known peer");
         if let Request::Store { items } = &request {
@@ -289,8 +297,6 @@ async fn the_empty_object_round_trips() {
 }
 
 mod repair {
-    use std::time::Duration;
-
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(30);
@@ -465,7 +471,7 @@ mod repair {
 
 mod names {
     use shoal_core::codec;
-    use shoal_core::names::{NameRecord, Version, name_key};
+    use shoal_core::names::{Binding, NameRecord, Version, name_key};
 
     use super::*;
 
@@ -528,6 +534,26 @@ mod names {
         ahead.delete_object(id, Consistency::Quorum).await.unwrap();
         behind.put(body(&bytes), Consistency::Quorum).await.unwrap();
         behind.delete_object(id, Consistency::Quorum).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_goes_past_a_newer_version_a_holder_reports_even_with_the_level_met() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let holders = cluster.holders_of_name("doc");
+        let coordinator = (0..5).find(|i| !holders.contains(i)).unwrap();
+        // A write from a peer whose clock runs an hour ahead failed after reaching one
+        // holder, the only one that answers before the quorum is met.
+        let ahead = Version { wall_ms: crate::names::wall_ms() + 3_600_000, logical: 0, writer: 0 };
+        let binding = Binding::Object { id: ObjectId::from(blake3::hash(b"lost")), size: 4 };
+        let failed = NameRecord { name: "doc".into(), version: ahead, binding };
+        cluster.node(holders[0]).store_local(vec![(failed.key(), codec::encode(&failed).into())]).await.unwrap();
+        cluster.set_fault(holders[1], Fault::Slow);
+        cluster.set_fault(holders[2], Fault::Slow);
+
+        let later = bind(&cluster.node(coordinator), "doc", 20, Consistency::Quorum).await.unwrap();
+        let winner = cluster.node(coordinator).resolve_name("doc", Consistency::All).await.unwrap().unwrap();
+        assert_eq!(winner.id, later, "the acknowledged write lost to an older failed one");
     }
 
     #[tokio::test(start_paused = true)]

@@ -54,8 +54,8 @@ struct StoredChunks {
 pub(crate) struct Replicated {
     /// Replicas that took every item.
     pub acks: usize,
-    /// The newest record of the batch's name that replicas kept instead of the one sent,
-    /// when that leaves the consistency level unmet (at ONE: whenever there is one).
+    /// The newest record of the batch's name, binding something else, that a replica kept
+    /// instead of the one sent: the caller writes again past it.
     pub newer: Option<NameRecord>,
 }
 
@@ -242,9 +242,9 @@ impl<S: Store, N: Network> Node<S, N> {
     /// from piling up chunks in memory.
     ///
     /// A replica that kept a newer record of the batch's name, binding something else, did
-    /// not take the write. If that leaves too few acks, or at ONE (which intersects no
-    /// other write, so every holder is heard out), the newest such record comes back in
-    /// [`Replicated::newer`] for the caller to write past, instead of an error.
+    /// not take the write. If any answered so before the level was met, the newest such
+    /// record comes back in [`Replicated::newer`], instead of an error, even if the level
+    /// was met: the write is older than something a holder has.
     pub(crate) async fn replicate(
         &self,
         items: Vec<(ItemKey, Bytes)>,
@@ -258,7 +258,6 @@ impl<S: Store, N: Network> Node<S, N> {
         let replicas = self.inner.config.replication_factor;
         let required = consistency.required(replicas);
         let targets = self.placement(&key).await?;
-        let enough = if sent_name.is_some() && consistency == Consistency::One { targets.len() } else { required };
         let mut failures: Vec<_> = self.placement_shortfall(&targets).into_iter().collect();
 
         let (done_tx, mut done) = mpsc::channel(targets.len().max(1));
@@ -275,7 +274,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
         let mut acks = 0;
         let mut newest: Option<NameRecord> = None;
-        while acks < enough {
+        while acks < required {
             let Some((peer, result)) = done.recv().await else { break };
             match (result, &sent_name) {
                 (Ok(None), _) => acks += 1,
@@ -291,7 +290,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 (Err(reason), _) => failures.push((peer.to_string(), reason)),
             }
         }
-        if newest.is_some() && (acks < required || consistency == Consistency::One) {
+        if newest.is_some() {
             return Ok(Replicated { acks, newer: newest });
         }
         if acks < required {
