@@ -91,11 +91,15 @@ impl<S: Store, N: Network> Node<S, N> {
         // Every holder sweeps an item within one grace period of the others.
         let grace = self.inner.config.gc_grace;
         self.inner.collected.lock().expect("never poisoned").retain(|_, at| now.duration_since(*at) < 2 * grace);
-        // Here, holding no key lock, so a long pass holds up no put; it also covers what
-        // handoff deleted.
-        if let Err(error) = self.with_store(|store| store.reclaim_space()).await {
-            warn!("cannot reclaim the space of deleted items: {error}");
-        }
+        // On a task of its own, holding no key lock: a pass may take longer than the grace
+        // period, and neither puts nor the next round's marks may wait for it. It also
+        // covers what handoff deleted.
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = node.with_store(|store| store.reclaim_space()).await {
+                warn!("cannot reclaim the space of deleted items: {error}");
+            }
+        });
     }
 
     /// Marks `keys` on all their holders, this peer included.

@@ -126,7 +126,7 @@ pub enum StoreError {
     Locked { path: PathBuf, detail: String },
     /// The database holds items in a layout this build does not read.
     #[error(
-        "store {} is in format {found} and this shoald reads format {expected}: move it away and start \
+        "store {} is in format {found} and this build reads format {expected}: move it away and start \
          on an empty data dir",
         path.display()
     )]
