@@ -15,7 +15,8 @@ pub enum ItemKind {
     Chunk,
     /// An encoded [`Manifest`], keyed by its object id.
     Manifest,
-    /// An encoded [`NameRecord`](crate::names::NameRecord), keyed by the hash of its name.
+    /// An encoded [`NameRecord`](crate::names::NameRecord), keyed by
+    /// [`name_key`](crate::names::name_key) of its name.
     Name,
 }
 

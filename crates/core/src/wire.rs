@@ -10,6 +10,10 @@ use crate::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 use crate::names::NameRecord;
 use crate::{ItemKey, ItemKind};
 
+/// The most items one [`Request::Store`] carries, and so the most item values of any
+/// message: one item of each kind, all of one id.
+pub const STORE_BATCH_MAX: usize = ItemKind::ALL.len();
+
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -37,12 +41,12 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether a [`Request::Store`] is well formed: one to [`ItemKind::ALL`]`.len()` items
-    /// that share one id. Other requests are always well formed here.
+    /// Whether a [`Request::Store`] is well formed: one to [`STORE_BATCH_MAX`] items that
+    /// share one id. Other requests are always well formed here.
     pub fn is_valid_store(&self) -> bool {
         match self {
             Request::Store { items } => {
-                (1..=ItemKind::ALL.len()).contains(&items.len()) && items.iter().all(|(key, _)| key.id == items[0].0.id)
+                (1..=STORE_BATCH_MAX).contains(&items.len()) && items.iter().all(|(key, _)| key.id == items[0].0.id)
             }
             _ => true,
         }
@@ -50,7 +54,8 @@ impl Request {
 }
 
 /// The item values a message carries. The transfer framing sends them after the encoded
-/// rest of the message, so a chunk is never copied into or out of an encoding buffer.
+/// rest of the message, so a chunk is never copied into or out of an encoding buffer (the
+/// framing copies only values up to 16 KiB, into its head).
 pub trait Payloads {
     fn payloads_mut(&mut self) -> Vec<&mut Bytes>;
 }
@@ -110,6 +115,6 @@ mod tests {
         assert!(valid(vec![item(ItemKind::Chunk, 1), item(ItemKind::Manifest, 1)]));
         assert!(!valid(vec![]));
         assert!(!valid(vec![item(ItemKind::Chunk, 1), item(ItemKind::Manifest, 2)]));
-        assert!(!valid(vec![item(ItemKind::Chunk, 1); ItemKind::ALL.len() + 1]));
+        assert!(!valid(vec![item(ItemKind::Chunk, 1); STORE_BATCH_MAX + 1]));
     }
 }

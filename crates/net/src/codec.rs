@@ -10,12 +10,8 @@ use std::io;
 use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use shoal_core::ItemKind;
 use shoal_core::codec::{self, MAX_MESSAGE_BYTES};
-use shoal_core::wire::{Payloads, Request, Response};
-
-/// The most item values one message carries: a store batch holds one item per kind.
-const MAX_VALUES: usize = ItemKind::ALL.len();
+use shoal_core::wire::{Payloads, Request, Response, STORE_BATCH_MAX};
 
 /// Values up to this size are copied into the frame's head: one write instead of two.
 const INLINE_VALUE_MAX: usize = 16 << 10;
@@ -52,10 +48,10 @@ where
     let mut left = MAX_MESSAGE_BYTES - head.len();
     drop(head);
     let values = message.payloads_mut();
-    if values.len() > MAX_VALUES {
+    if values.len() > STORE_BATCH_MAX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("message with {} item values refused (at most {MAX_VALUES})", values.len()),
+            format!("message with {} item values refused (at most {STORE_BATCH_MAX})", values.len()),
         ));
     }
     for value in values {
@@ -127,7 +123,7 @@ impl libp2p::request_response::Codec for TransferCodec {
 #[cfg(test)]
 mod tests {
     use futures::io::Cursor;
-    use shoal_core::ItemKey;
+    use shoal_core::{ItemKey, ItemKind};
 
     use super::*;
 
@@ -166,10 +162,14 @@ mod tests {
     #[test]
     fn more_values_than_a_batch_holds_are_refused_before_reading_them() {
         let key = ItemKey { kind: ItemKind::Chunk, id: [3; 32] };
-        let store = Request::Store { items: vec![(key, Bytes::new()); MAX_VALUES + 1] };
+        let store = Request::Store { items: vec![(key, Bytes::new()); STORE_BATCH_MAX + 1] };
         let mut frame = Cursor::new(Vec::new());
         futures::executor::block_on(write_frame(&mut frame, store)).unwrap();
-        let result: io::Result<Request> = futures::executor::block_on(read_frame(&mut Cursor::new(frame.into_inner())));
+        // Only the head: a reader that went on to read values would hit the end instead.
+        let mut frame = frame.into_inner();
+        let head_len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        frame.truncate(4 + head_len);
+        let result: io::Result<Request> = futures::executor::block_on(read_frame(&mut Cursor::new(frame)));
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
 use shoal_core::names::{HybridClock, NameRecord};
 use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
-use shoal_core::wire::{Request, Response};
+use shoal_core::wire::{Request, Response, STORE_BATCH_MAX};
 use shoal_core::{ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -293,7 +293,7 @@ impl<S: Store, N: Network> Node<S, N> {
     pub async fn handle_request(&self, from: &PeerKey, request: Request) -> Response {
         match request {
             Request::Store { .. } if !request.is_valid_store() => {
-                Response::Failed(format!("a store batch must hold 1 to {} items of one id", ItemKind::ALL.len()))
+                Response::Failed(format!("a store batch must hold 1 to {STORE_BATCH_MAX} items of one id"))
             }
             Request::Store { items } => match self.store_local(items).await {
                 Ok(newer) => Response::Stored { newer },
