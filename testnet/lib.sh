@@ -38,7 +38,7 @@ ensure_system_packages() {
 build() {
   [[ -n ${SHOAL_BIN_DIR:-} ]] && return 0
   ensure_system_packages
-  # The same targets as scripts/test and testnet/bench, so no build undoes another's.
+  # The same targets as scripts/test, so neither build undoes the other's.
   (cd "$REPO" && cargo build --release --locked --workspace --bins --examples) >&2
 }
 
