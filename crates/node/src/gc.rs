@@ -22,7 +22,7 @@ use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, Manifest, PeerKey, codec};
 use shoal_store::Store;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::repair::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node};
@@ -91,15 +91,6 @@ impl<S: Store, N: Network> Node<S, N> {
         // Every holder sweeps an item within one grace period of the others.
         let grace = self.inner.config.gc_grace;
         self.inner.collected.lock().expect("never poisoned").retain(|_, at| now.duration_since(*at) < 2 * grace);
-        // On a task of its own, holding no key lock: a pass may take longer than the grace
-        // period, and neither puts nor the next round's marks may wait for it. It also
-        // covers what handoff deleted.
-        let node = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = node.with_store(|store| store.reclaim_space()).await {
-                warn!("cannot reclaim the space of deleted items: {error}");
-            }
-        });
     }
 
     /// Marks `keys` on all their holders, this peer included.

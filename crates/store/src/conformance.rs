@@ -244,7 +244,7 @@ fn data_survives_reopen<H: Harness>(harness: H) {
 
 fn corrupt_value_is_detected_on_read<H: Harness>(harness: H) {
     let store = harness.open();
-    // A small inline chunk, a chunk in a blob file and a manifest.
+    // A small chunk, a chunk in a file (in RocksStore) and a manifest.
     let items = [chunk(b"small"), chunk(&pattern(64 << 10, 7)), manifest(&pattern(5000, 8))];
     store.put(&items).unwrap();
     for (key, value) in &items {

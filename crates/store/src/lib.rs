@@ -5,7 +5,7 @@
 //! every value is checked against its key ([`shoal_core::verify_item`]) on the way in, so a
 //! peer never stores what another peer pushed wrongly, and on the way out, so a flipped bit
 //! on disk is reported as [`StoreError::Corrupt`] instead of being served. A successful
-//! [`Store::put`] is a durable ack: the write-ahead log is synced before it returns.
+//! [`Store::put`] is a durable ack: what it wrote is synced to disk before it returns.
 //!
 //! Both implementations pass one conformance suite (`src/conformance.rs`).
 //!
@@ -13,6 +13,7 @@
 //! public API. It knows nothing of libp2p or of replication policy: which items a peer should
 //! hold is decided above, in `shoal-node`.
 
+mod chunk_files;
 #[cfg(test)]
 mod conformance;
 mod memory;
@@ -55,11 +56,6 @@ pub trait Store: Send + Sync + 'static {
     /// Items and bytes held, exact, maintained incrementally (no scan per call).
     fn stats(&self) -> StoreStats;
 
-    /// Gives the disk space of deleted items back if enough has piled up to be worth a
-    /// pass, which may rewrite every live item and take a while: call it from background
-    /// work that holds no lock a foreground request may wait on. A cheap check otherwise.
-    fn reclaim_space(&self) -> Result<(), StoreError>;
-
     /// Fault injection for tests and drills: flips a byte of the stored value, bypassing
     /// verification, as a failing disk would. `Ok(false)` if the item is absent or empty.
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError>;
@@ -89,10 +85,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
-    }
-
-    fn reclaim_space(&self) -> Result<(), StoreError> {
-        (**self).reclaim_space()
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

@@ -106,11 +106,6 @@ impl Store for MemoryStore {
         self.inner().stats
     }
 
-    /// Deleted values are freed at once.
-    fn reclaim_space(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {
         let mut inner = self.inner();
         let Some(value) = inner.items.get_mut(key).filter(|value| !value.is_empty()) else {
