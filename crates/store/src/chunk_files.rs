@@ -8,7 +8,8 @@
 //! chunk gives its space back at once.
 //!
 //! Nothing here verifies or counts: [`RocksStore`](crate::RocksStore) does both, as for
-//! the items it keeps in RocksDB, and holds the key's stripe lock around every call.
+//! the items it keeps in RocksDB, and holds the key's stripe lock around every write and
+//! removal (a reader sees a chunk whole or not at all, thanks to the rename).
 
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Write};
@@ -23,7 +24,7 @@ pub(crate) struct ChunkFiles {
     dir: PathBuf,
 }
 
-/// What an open found on disk.
+/// The chunk files on disk.
 pub(crate) struct Found {
     pub keys: Vec<ItemKey>,
     pub bytes: u64,
