@@ -21,17 +21,32 @@ fi
 
 die() { echo "testnet: $*" >&2; exit 1; }
 
-# rocksdb's bindgen needs libclang; a fresh Debian machine lacks it.
+# Prints the Debian packages that building rocksdb needs and the file tree under $1
+# (default /) lacks, one a line. bindgen dlopens exactly what clang-sys globs for: an
+# unversioned `libclang.so` or `libclang-N.so`; `libclang-cpp.so.N`, which a fresh image
+# already ships, is another library and does not count.
+missing_system_packages() {
+  local root=${1:-} lib found=0
+  [[ -x $root/usr/bin/clang ]] || echo clang
+  for lib in "$root"/usr/lib/llvm-*/lib/libclang.so "$root"/usr/lib/llvm-*/lib/libclang-[0-9]*.so \
+    "$root"/usr/lib/*-linux-gnu/libclang.so "$root"/usr/lib/*-linux-gnu/libclang-[0-9]*.so; do
+    [[ -e $lib ]] && found=1
+  done
+  (( found )) || echo libclang-dev
+}
+
+# Installs what missing_system_packages names, then checks the install did its job.
 ensure_system_packages() {
-  local missing=()
-  command -v clang >/dev/null || missing+=(clang)
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
-  [[ ${#missing[@]} -eq 0 ]] && return 0
-  local sudo=""
+  local missing sudo=""
+  missing=$(missing_system_packages)
+  [[ -z $missing ]] && return 0
   [[ $(id -u) -ne 0 ]] && sudo=sudo
-  echo "testnet: installing ${missing[*]}" >&2
+  echo "testnet: installing" $missing >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # shellcheck disable=SC2086 # one package a word
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+  missing=$(missing_system_packages)
+  [[ -z $missing ]] || die "still missing after apt-get install:" $missing
 }
 
 # Builds the binaries, unless the caller (a test) already points at built ones.

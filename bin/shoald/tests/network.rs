@@ -1,65 +1,16 @@
 //! Eight real daemons in one process: libp2p over 127.0.0.1, RocksDB in temp dirs.
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+mod common;
 
 use bytes::Bytes;
+use common::{assert_every_item_on_its_r_closest, pseudo_random, start_network, start_peer, stop_all};
 use futures::{TryStreamExt, stream};
-use shoal_api::Client;
-use shoal_core::placement::closest;
-use shoal_core::{CHUNK_SIZE, Consistency, ObjectId, PeerKey};
+use shoal_core::{CHUNK_SIZE, Consistency, ObjectId};
 use shoald::{Config, Daemon};
-
-struct Peer {
-    daemon: Daemon,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_peer(bootstrap: Vec<String>) -> Peer {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    let daemon = Daemon::start(config).await.unwrap();
-    let client = Client::new(&daemon.api_url).unwrap();
-    Peer { daemon, client, _dir: dir }
-}
-
-/// Polls until every peer has all the others in its routing table.
-async fn wait_for_one_network(peers: &[Peer]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut settled = true;
-        for peer in peers {
-            settled &= peer.client.status().await.unwrap().routing_table_peers == peers.len() - 1;
-        }
-        if settled {
-            return;
-        }
-        assert!(Instant::now() < deadline, "peers did not find each other in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn pseudo_random(len: usize, seed: &str) -> Bytes {
-    let mut bytes = vec![0; len];
-    blake3::Hasher::new().update(seed.as_bytes()).finalize_xof().fill(&mut bytes);
-    bytes.into()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_at_all_lands_on_exactly_the_r_closest_of_eight_peers() {
-    let first = start_peer(vec![]).await;
-    let mut peers = vec![first];
-    for _ in 1..8 {
-        peers.push(start_peer(peers[0].daemon.p2p_addrs.clone()).await);
-    }
-    wait_for_one_network(&peers).await;
+    let peers = start_network(8).await;
 
     let bytes = pseudo_random(5 * CHUNK_SIZE + 17, "eight peers");
     let body = stream::iter([Ok::<_, std::io::Error>(bytes.clone())]);
@@ -67,19 +18,8 @@ async fn put_at_all_lands_on_exactly_the_r_closest_of_eight_peers() {
     assert_eq!(receipt.id, ObjectId::from(blake3::hash(&bytes)));
     assert_eq!((receipt.chunks, receipt.acks), (6, 3));
 
-    let keys: Vec<PeerKey> = peers.iter().map(|p| p.daemon.peer_id.parse().unwrap()).collect();
-    let mut holders: HashMap<String, BTreeSet<PeerKey>> = HashMap::new();
-    for (peer, key) in peers.iter().zip(&keys) {
-        for item in peer.client.local_items().await.unwrap() {
-            holders.entry(item.id).or_default().insert(key.clone());
-        }
-    }
-    assert_eq!(holders.len(), 7, "six chunks, and the manifest and pin of an unnamed object, which share its id");
-    for (item, held_by) in &holders {
-        let id = hex::decode(item).unwrap();
-        let expected: BTreeSet<PeerKey> = closest(&id, &keys, 3).into_iter().collect();
-        assert_eq!(held_by, &expected, "item {item}");
-    }
+    let items = assert_every_item_on_its_r_closest(&peers, 3).await;
+    assert_eq!(items, 7, "six chunks, and the manifest and pin of an unnamed object, which share its id");
 
     for (index, peer) in peers.iter().enumerate() {
         let download = peer.client.get(&receipt.id, None).await.unwrap();
@@ -87,16 +27,14 @@ async fn put_at_all_lands_on_exactly_the_r_closest_of_eight_peers() {
         assert!(parts.concat() == bytes, "peer {index} returned other bytes");
     }
 
-    for peer in peers {
-        peer.daemon.stop().await.unwrap();
-    }
+    stop_all(peers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_a_data_dir_fails_at_once() {
     let peer = start_peer(vec![]).await;
     let config = Config {
-        data_dir: peer._dir.path().to_owned(),
+        data_dir: peer.dir.path().to_owned(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         api_addr: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()

@@ -28,7 +28,7 @@ pub(crate) struct Metrics {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RepairLabels {
-    figure: &'static str,
+    figure: String,
 }
 
 impl Metrics {
@@ -49,29 +49,21 @@ impl Metrics {
         );
         shoal.register(
             "repair",
-            "Repair, anti-entropy and scrub figures: counts since start, except backlog, under_replicated \
-             and peers_counted, which are current",
+            "Repair, anti-entropy, scrub and collection figures (the `repair` object of status): counts \
+             since start, except backlog, under_replicated and peers_counted, which are current",
             metrics.repair.clone(),
         );
         metrics
     }
 
+    /// One gauge per field of the status, derived from its serialized form so that no
+    /// figure can be in `status` and missing here.
     pub fn set_repair(&self, repair: &shoal_node::RepairStatus) {
-        let figures = [
-            ("peers_counted", repair.peers_counted as u64),
-            ("backlog", repair.backlog),
-            ("under_replicated", repair.under_replicated),
-            ("items_moved", repair.items_moved),
-            ("bytes_moved", repair.bytes_moved),
-            ("handoffs", repair.handoffs),
-            ("rounds", repair.rounds),
-            ("anti_entropy_exchanges", repair.anti_entropy_exchanges),
-            ("anti_entropy_bytes", repair.anti_entropy_bytes),
-            ("scrubbed", repair.scrubbed),
-            ("corrupt_found", repair.corrupt_found),
-            ("corrupt_repaired", repair.corrupt_repaired),
-        ];
+        let serde_json::Value::Object(figures) = serde_json::to_value(repair).expect("plain numbers") else {
+            unreachable!("a struct serializes to an object")
+        };
         for (figure, value) in figures {
+            let value = value.as_u64().expect("every repair figure is a count");
             self.repair.get_or_create(&RepairLabels { figure }).set(value as i64);
         }
     }

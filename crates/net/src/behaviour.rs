@@ -30,6 +30,10 @@ impl Behaviour {
             .set_publication_interval(None)
             .set_provider_publication_interval(None)
             .set_periodic_bootstrap_interval(Some(std::time::Duration::from_secs(60)))
+            // Only peers identify proved compatible enter the routing table (the event
+            // loop adds them), so our lookup answers never lead another Shoal peer to a
+            // peer that must not hold data, whatever kad protocols it speaks.
+            .set_kbucket_inserts(kad::BucketInserts::Manual)
             // Placement relies on it: fewer results than this means the lookup saw everyone.
             .set_replication_factor(
                 std::num::NonZeroUsize::new(shoal_core::placement::LOOKUP_PEERS_MAX).expect("non-zero"),

@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, tcp, yamux
 use shoal_core::PeerKey;
 use shoal_core::wire::{Request, Response};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::client::{Client, Command, InboundRequest, NetError, NetStatus, PeerEvent};
@@ -26,6 +26,9 @@ use crate::{NetConfig, Network};
 /// idle out between the node's regular exchanges (anti-entropy rounds, at most a few
 /// minutes apart).
 const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Transfer requests held per peer until its identify arrives (see `awaiting_identify`).
+const AWAITING_IDENTIFY_MAX: usize = 16;
 
 /// Commands queued from clients before senders wait.
 const COMMAND_QUEUE_LEN: usize = 1024;
@@ -40,8 +43,15 @@ struct EventLoop {
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     /// Peers that passed the compatibility check and have a connection open.
     compatible: HashSet<PeerId>,
-    /// Peers that failed it: never handed out by lookups, so no data is placed on them.
+    /// Peers that failed it. They may still use kad, identify and ping, but they are never
+    /// in the routing table, never handed out by lookups and never answered a transfer
+    /// request, so no data is placed on them or sent to them.
     refused: HashSet<PeerId>,
+    /// Transfer requests from peers whose identify has not arrived yet: answered once it
+    /// proves them compatible, refused otherwise, dropped if they disconnect first. At
+    /// most `AWAITING_IDENTIFY_MAX` per peer; beyond that, and for a peer that never
+    /// identifies itself, the requester's timeout ends them.
+    awaiting_identify: HashMap<PeerId, Vec<(Request, ResponseChannel<Response>)>>,
     protocol_version: String,
     pending_lookups: HashMap<QueryId, oneshot::Sender<Vec<PeerKey>>>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
@@ -83,6 +93,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         peer_events,
         compatible: HashSet::new(),
         refused: HashSet::new(),
+        awaiting_identify: HashMap::new(),
         protocol_version: config.protocol_version(),
         pending_lookups: HashMap::new(),
         pending_requests: HashMap::new(),
@@ -210,6 +221,9 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                self.awaiting_identify.remove(&peer_id);
+                // It may come back another build: its next identify decides again.
+                self.refused.remove(&peer_id);
                 if self.compatible.remove(&peer_id) {
                     let _ = self.peer_events.send(PeerEvent::Down(peer_key(&peer_id)));
                 }
@@ -249,21 +263,38 @@ impl EventLoop {
         }
     }
 
+    /// Identify decides what a peer may do. Any peer may look peers up through us (kad,
+    /// with the identify and ping other implementations rely on); only a peer announcing
+    /// our protocol version and replication factor may hold data: it enters the routing
+    /// table (kad inserts nothing by itself, see `Behaviour::new`), the node's view and
+    /// lookups, and has its transfer requests answered.
     fn on_identify_event(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id, info, .. } = event else { return };
+        let waiting = self.awaiting_identify.remove(&peer_id).unwrap_or_default();
         if info.protocol_version != self.protocol_version {
-            error!(
-                peer = %peer_id,
-                theirs = %info.protocol_version,
-                ours = %self.protocol_version,
-                "refusing an incompatible peer: different protocol version or replication factor"
-            );
-            self.refused.insert(peer_id);
+            // A peer that changed its announcement is no longer a holder.
+            if self.compatible.remove(&peer_id) {
+                let _ = self.peer_events.send(PeerEvent::Down(peer_key(&peer_id)));
+            }
+            if self.refused.insert(peer_id) {
+                info!(
+                    peer = %peer_id,
+                    theirs = %info.protocol_version,
+                    ours = %self.protocol_version,
+                    "serving lookups only to a peer of another protocol version or replication factor: it holds no data"
+                );
+            }
+            // A `/p2p/` bootstrap address put it there before identify said who it is.
             self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
-            let _ = self.swarm.disconnect_peer_id(peer_id);
+            for (_, channel) in waiting {
+                let _ = self.swarm.behaviour_mut().transfer.send_response(channel, incompatible());
+            }
             return;
         }
         self.refused.remove(&peer_id);
+        for (request, channel) in waiting {
+            self.forward_inbound(peer_id, request, channel);
+        }
         // Kad does not learn the listen addresses of peers that dialed us; identify does.
         for addr in info.listen_addrs {
             self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -281,7 +312,20 @@ impl EventLoop {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
-                self.forward_inbound(peer, request, channel);
+                if self.compatible.contains(&peer) {
+                    self.forward_inbound(peer, request, channel);
+                } else if self.refused.contains(&peer) {
+                    let _ = self.swarm.behaviour_mut().transfer.send_response(channel, incompatible());
+                } else {
+                    let waiting = self.awaiting_identify.entry(peer).or_default();
+                    waiting.retain(|(_, channel)| channel.is_open());
+                    if waiting.len() < AWAITING_IDENTIFY_MAX {
+                        waiting.push((request, channel));
+                    } else {
+                        let busy = Response::Failed("busy: waiting for identify".into());
+                        let _ = self.swarm.behaviour_mut().transfer.send_response(channel, busy);
+                    }
+                }
             }
             Event::Message { message: Message::Response { request_id, response }, .. } => {
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
@@ -319,4 +363,8 @@ impl EventLoop {
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
+}
+
+fn incompatible() -> Response {
+    Response::Failed("incompatible peer: another protocol version or replication factor".into())
 }

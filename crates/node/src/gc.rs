@@ -22,7 +22,7 @@ use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, Manifest, PeerKey, codec};
 use shoal_store::Store;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::repair::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node};
@@ -61,10 +61,23 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// One round: mark what this peer's names and live manifests refer to, then sweep
     /// what nothing marked for the grace period.
+    ///
+    /// A round that cannot read what it marks from (a name record or a manifest: an I/O
+    /// error, a copy that fails verification or waits in quarantine) stops before it
+    /// sweeps: a reference that could not be read is not an absent one.
     pub async fn gc_round(&self) {
         let now = Instant::now();
         let mut referenced = Vec::new();
-        for record in self.local_names("").await {
+        let quarantined_reference = {
+            let quarantined = self.inner.quarantined.lock().expect("never poisoned");
+            quarantined.iter().any(|key| key.kind != ItemKind::Chunk)
+        };
+        let Ok((names, 0)) = self.scan_names("").await else { return };
+        if quarantined_reference {
+            debug!("collection skips its round: a reference waits for a verified copy");
+            return;
+        }
+        for record in names {
             if let Binding::Object { id, .. } = record.binding {
                 referenced.push(ItemKey::manifest(id));
             }
@@ -78,10 +91,16 @@ impl<S: Store, N: Network> Node<S, N> {
                 .partition(|key| key.kind == ItemKind::Manifest)
         };
         for key in manifests.iter().filter(|key| self.marked_within_grace(key, now)) {
-            let key = *key;
-            if let Ok(Some(value)) = self.with_store(move |store| store.get(&key)).await {
-                let manifest: Manifest = codec::decode(&value).expect("verified by the store");
-                referenced.extend(manifest.chunks.iter().map(|chunk| ItemKey::chunk(chunk.id)));
+            match self.fetch_local(*key).await {
+                Ok(Some(value)) => {
+                    let manifest: Manifest = codec::decode(&value).expect("verified by the store");
+                    referenced.extend(manifest.chunks.iter().map(|chunk| ItemKey::chunk(chunk.id)));
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    warn!(item = ?key, "collection skips its round: a manifest: {reason}");
+                    return;
+                }
             }
         }
         self.mark_everywhere(referenced).await;

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord, name_key, validate_name};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId, PeerKey, codec};
-use shoal_store::Store;
-use tracing::debug;
+use shoal_store::{Store, StoreError};
+use tracing::{debug, warn};
 
 use crate::error::describe_failures;
 use crate::write::PutReceipt;
@@ -113,7 +113,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let view = self.view();
         let answers = join_all(view.iter().map(|peer| async move {
             if peer == self.local_peer() {
-                return Ok(self.local_names(prefix).await);
+                return self.local_names(prefix).await.map_err(|reason| (peer.to_string(), reason));
             }
             match self.inner.network.request(peer, Request::ListNames { prefix: prefix.to_owned() }).await {
                 Ok(Response::Names(records)) => Ok(records),
@@ -147,27 +147,50 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(names.filter_map(NameInfo::of).collect())
     }
 
-    /// The name records this peer holds under `prefix`.
-    pub(crate) async fn local_names(&self, prefix: &str) -> Vec<NameRecord> {
+    /// The name records this peer holds under `prefix`. A record that fails verification
+    /// is skipped and replaced from another holder; one that cannot be read fails the
+    /// whole scan, so that nobody takes a partial list for the complete one.
+    pub(crate) async fn local_names(&self, prefix: &str) -> Result<Vec<NameRecord>, String> {
+        Ok(self.scan_names(prefix).await?.0)
+    }
+
+    /// [`Node::local_names`], and how many records it skipped because they fail
+    /// verification.
+    pub(crate) async fn scan_names(&self, prefix: &str) -> Result<(Vec<NameRecord>, usize), String> {
         let keys: Vec<ItemKey> = {
             let index = self.inner.index.lock().expect("never poisoned");
             index.occupied().flat_map(|(_, keys)| keys.keys().copied()).filter(|k| k.kind == ItemKind::Name).collect()
         };
         let prefix = prefix.to_owned();
-        self.with_store(move |store| {
-            let mut records = Vec::new();
-            for key in keys {
-                if let Some(value) = store.get(&key)? {
-                    let record: NameRecord = codec::decode(&value).expect("verified by the store");
-                    if record.name.starts_with(&prefix) {
-                        records.push(record);
+        let (records, corrupt) = self
+            .with_store(move |store| {
+                let (mut records, mut corrupt) = (Vec::new(), Vec::new());
+                for key in keys {
+                    match store.get(&key) {
+                        Ok(Some(value)) => {
+                            let record: NameRecord = codec::decode(&value).expect("verified by the store");
+                            if record.name.starts_with(&prefix) {
+                                records.push(record);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(StoreError::Corrupt { .. }) => corrupt.push(key),
+                        Err(error) => return Err(error),
                     }
                 }
-            }
-            Ok(records)
-        })
-        .await
-        .unwrap_or_default()
+                Ok((records, corrupt))
+            })
+            .await
+            .map_err(|error| {
+                self.inner.counters.read_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!("cannot scan the local name records: {error}");
+                format!("cannot scan its name records: {error}")
+            })?;
+        for key in &corrupt {
+            warn!(item = ?key, "a local name record fails verification");
+            self.start_corrupt_repair(*key);
+        }
+        Ok((records, corrupt.len()))
     }
 
     /// Reads a name's record from its holders: the winner among the first
@@ -231,7 +254,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     async fn fetch_record(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<NameRecord>, String> {
         let value =
-            if peer == self.local_peer() { self.fetch_local(key).await } else { self.fetch_remote(peer, key).await? };
+            if peer == self.local_peer() { self.fetch_local(key).await? } else { self.fetch_remote(peer, key).await? };
         let Some(value) = value else { return Ok(None) };
         shoal_core::verify_item(&key, &value).map_err(|e| format!("sent a bad record: {e}"))?;
         Ok(Some(codec::decode(&value).expect("verified above")))

@@ -119,6 +119,9 @@ pub(crate) struct Inner<S, N> {
     pub scrub_rate: RateLimit,
     /// Corrupt local items being replaced right now.
     pub corrupt_in_repair: Mutex<HashSet<ItemKey>>,
+    /// Local copies that failed verification and wait for a verified copy to replace
+    /// them; collection makes no sweep while a reference (name or manifest) is among them.
+    pub quarantined: Mutex<HashSet<ItemKey>>,
     /// Striped by key: held across a store write or delete and the index update after it.
     pub key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Versions for name writes coordinated here.
@@ -144,7 +147,16 @@ impl<S: Store, N: Network> Node<S, N> {
         for kind in ItemKind::ALL {
             for key in store.keys(kind)? {
                 let tag = match kind {
-                    ItemKind::Name => store.get(&key)?.map(|value| content_tag(&key, &value)).unwrap_or_default(),
+                    ItemKind::Name => match store.get(&key) {
+                        Ok(value) => value.map(|value| content_tag(&key, &value)).unwrap_or_default(),
+                        // Left out of the index like any copy that fails verification: its
+                        // bytes stay until anti-entropy brings a verified copy to replace them.
+                        Err(error @ StoreError::Corrupt { .. }) => {
+                            warn!(item = ?key, "not indexing a name record: {error}");
+                            continue;
+                        }
+                        Err(error) => return Err(error.into()),
+                    },
                     ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
                 };
                 keys.push((key, tag));
@@ -159,6 +171,7 @@ impl<S: Store, N: Network> Node<S, N> {
             repair_rate: RateLimit::new(config.repair_bytes_per_sec),
             scrub_rate: RateLimit::new(config.scrub_bytes_per_sec),
             corrupt_in_repair: Mutex::new(HashSet::new()),
+            quarantined: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             marks: Mutex::new(HashMap::new()),
@@ -264,6 +277,7 @@ impl<S: Store, N: Network> Node<S, N> {
             self.inner.index.lock().expect("never poisoned").insert(key, tag);
             self.mark(key);
             self.inner.collected.lock().expect("never poisoned").remove(&key);
+            self.inner.quarantined.lock().expect("never poisoned").remove(&key);
         }
         Ok(newer)
     }
@@ -275,18 +289,31 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(())
     }
 
-    /// The item from the local store. A copy that fails verification counts as absent and
-    /// is replaced from another holder in the background.
-    pub(crate) async fn fetch_local(&self, key: ItemKey) -> Option<Bytes> {
+    /// The item from the local store, `Ok(None)` if absent. A copy that fails verification
+    /// is an error (it is there, just unusable: no one may conclude the item is gone) and
+    /// is replaced from another holder in the background. Any other failure (an I/O
+    /// error, no file descriptor left) says nothing about the copy: it is reported and
+    /// the caller asks elsewhere. Neither removes anything.
+    pub(crate) async fn fetch_local(&self, key: ItemKey) -> Result<Option<Bytes>, String> {
         match self.with_store(move |store| store.get(&key)).await {
-            Ok(value) => value,
+            Ok(value) => Ok(value),
+            Err(error @ StoreError::Corrupt { .. }) => {
+                warn!(item = ?key, "local copy fails verification: {error}");
+                self.start_corrupt_repair(key);
+                Err("its copy fails verification".to_owned())
+            }
             Err(error) => {
-                warn!(item = ?key, "local copy unusable: {error}");
-                let node = self.clone();
-                tokio::spawn(async move { node.repair_corrupt(key).await });
-                None
+                self.inner.counters.read_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(item = ?key, "cannot read the local copy: {error}");
+                Err(format!("cannot read it: {error}"))
             }
         }
+    }
+
+    /// Replaces a local copy that failed verification, in the background.
+    pub(crate) fn start_corrupt_repair(&self, key: ItemKey) {
+        let node = self.clone();
+        tokio::spawn(async move { node.repair_corrupt(key).await });
     }
 
     /// Answers a transfer request from another peer.
@@ -303,7 +330,10 @@ impl<S: Store, N: Network> Node<S, N> {
                     Response::Failed(error.to_string())
                 }
             },
-            Request::Fetch { key } => Response::Item(self.fetch_local(key).await),
+            Request::Fetch { key } => match self.fetch_local(key).await {
+                Ok(item) => Response::Item(item),
+                Err(reason) => Response::Failed(reason),
+            },
             Request::Ping => Response::Pong,
             Request::Digests { nodes } => {
                 if nodes.len() > MAX_NODES_PER_REQUEST || !nodes.iter().all(|node| node.is_valid()) {
@@ -320,7 +350,10 @@ impl<S: Store, N: Network> Node<S, N> {
                 Response::Keys(self.bucket_keys(&buckets))
             }
             Request::Have { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => Response::Have(self.have(&keys)),
-            Request::ListNames { prefix } => Response::Names(self.local_names(&prefix).await),
+            Request::ListNames { prefix } => match self.local_names(&prefix).await {
+                Ok(records) => Response::Names(records),
+                Err(reason) => Response::Failed(reason),
+            },
             Request::Mark { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => {
                 self.mark_held(&keys);
                 Response::Marked

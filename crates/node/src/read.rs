@@ -26,11 +26,15 @@ impl<S: Store, N: Network> Node<S, N> {
             manifest.verify(&id).map_err(|e| e.to_string())?;
             Ok(manifest)
         };
-        if let Some(bytes) = self.fetch_local(key).await {
-            return decode_verified(&bytes)
-                .map_err(|e| NodeError::Unavailable { what: format!("manifest {id}"), failures: e });
-        }
         let (mut wrong, mut unreachable) = (Vec::new(), Vec::new());
+        match self.fetch_local(key).await {
+            Ok(Some(bytes)) => {
+                return decode_verified(&bytes)
+                    .map_err(|e| NodeError::Unavailable { what: format!("manifest {id}"), failures: e });
+            }
+            Ok(None) => {}
+            Err(reason) => unreachable.push((self.local_peer().to_string(), reason)),
+        }
         for peer in self.remote_holders(&key).await? {
             match self.fetch_remote(&peer, key).await {
                 Ok(Some(bytes)) => match decode_verified(&bytes) {
@@ -81,12 +85,12 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Chunk `index`, verified, from this peer or the first holder with good bytes.
     async fn fetch_chunk(&self, manifest: &Manifest, index: usize) -> Result<Bytes, NodeError> {
         let key = ItemKey::chunk(manifest.chunks[index].id);
-        if let Some(bytes) = self.fetch_local(key).await
-            && manifest.verify_chunk(index, &bytes).is_ok()
-        {
-            return Ok(bytes);
-        }
         let mut failures = Vec::new();
+        match self.fetch_local(key).await {
+            Ok(Some(bytes)) if manifest.verify_chunk(index, &bytes).is_ok() => return Ok(bytes),
+            Ok(_) => {}
+            Err(reason) => failures.push((self.local_peer().to_string(), reason)),
+        }
         for peer in self.remote_holders(&key).await? {
             let reason = match self.fetch_remote(&peer, key).await {
                 Ok(Some(bytes)) => match manifest.verify_chunk(index, &bytes) {

@@ -31,7 +31,7 @@ use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode, bucket_holde
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey, codec};
-use shoal_store::Store;
+use shoal_store::{Store, StoreError};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -60,6 +60,7 @@ pub(crate) struct RepairCounters {
     pub scrubbed: AtomicU64,
     pub corrupt_found: AtomicU64,
     pub corrupt_repaired: AtomicU64,
+    pub read_errors: AtomicU64,
     pub collected_items: AtomicU64,
     pub collected_bytes: AtomicU64,
 }
@@ -83,6 +84,9 @@ pub struct RepairStatus {
     pub scrubbed: u64,
     pub corrupt_found: u64,
     pub corrupt_repaired: u64,
+    /// Local reads that failed for another reason than corruption (I/O errors, no file
+    /// descriptor left): retried, never a reason to drop a copy.
+    pub read_errors: u64,
     /// Manifests and chunks deleted because nothing referred to them any more.
     pub collected_items: u64,
     pub collected_bytes: u64,
@@ -104,6 +108,7 @@ impl RepairCounters {
             scrubbed: get(&self.scrubbed),
             corrupt_found: get(&self.corrupt_found),
             corrupt_repaired: get(&self.corrupt_repaired),
+            read_errors: get(&self.read_errors),
             collected_items: get(&self.collected_items),
             collected_bytes: get(&self.collected_bytes),
         }
@@ -367,7 +372,7 @@ impl<S: Store, N: Network> Node<S, N> {
     async fn transfer(&self, transfer: &Transfer) -> Result<(), String> {
         let moved = match transfer {
             Transfer::Push { key, to } => {
-                let value = self.fetch_local(*key).await.ok_or("no longer held here")?;
+                let value = self.fetch_local(*key).await?.ok_or("no longer held here")?;
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
                 match self.inner.network.request(to, Request::Store { items: vec![(*key, value)] }).await {
@@ -465,29 +470,40 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Re-reads every local item on a slow cycle, within the scrub byte rate.
     async fn run_scrub(self) {
         loop {
-            let keys: Vec<ItemKey> = {
-                let index = self.inner.index.lock().expect("never poisoned");
-                index.occupied().flat_map(|(_, keys)| keys.keys().copied()).collect()
-            };
-            for key in keys {
-                match self.with_store(move |store| store.get(&key)).await {
-                    Ok(Some(value)) => {
-                        self.inner.scrub_rate.acquire(value.len()).await;
-                        self.purge_if_expired_tombstone(key, &value).await;
-                    }
-                    // Gone from the store behind the index's back: forget it, so nobody is
-                    // told this peer holds it.
-                    Ok(None) => {
-                        self.inner.index.lock().expect("never poisoned").remove(&key);
-                    }
-                    Err(error) => {
-                        warn!(item = ?key, "scrub found a bad copy: {error}");
-                        self.repair_corrupt(key).await;
-                    }
-                }
-                self.inner.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
-            }
+            self.scrub_pass().await;
             tokio::time::sleep(self.inner.config.scrub_pause).await;
+        }
+    }
+
+    /// Re-reads every local item once: a copy that fails verification is replaced, an
+    /// expired tombstone purged.
+    pub(crate) async fn scrub_pass(&self) {
+        let keys: Vec<ItemKey> = {
+            let index = self.inner.index.lock().expect("never poisoned");
+            index.occupied().flat_map(|(_, keys)| keys.keys().copied()).collect()
+        };
+        for key in keys {
+            match self.with_store(move |store| store.get(&key)).await {
+                Ok(Some(value)) => {
+                    self.inner.scrub_rate.acquire(value.len()).await;
+                    self.purge_if_expired_tombstone(key, &value).await;
+                }
+                // Gone from the store behind the index's back: forget it, so nobody is
+                // told this peer holds it.
+                Ok(None) => {
+                    self.inner.index.lock().expect("never poisoned").remove(&key);
+                }
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    warn!(item = ?key, "scrub found a bad copy: {error}");
+                    self.repair_corrupt(key).await;
+                }
+                // Says nothing about the copy: the next pass reads it again.
+                Err(error) => {
+                    self.inner.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(item = ?key, "scrub cannot read a copy: {error}");
+                }
+            }
+            self.inner.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -507,22 +523,42 @@ impl<S: Store, N: Network> Node<S, N> {
         }
     }
 
-    /// Drops a local copy that failed verification and fetches it again from a holder.
-    /// Scrub and reads may both find the same bad copy: only the first repairs it.
+    /// Quarantines a local copy that failed verification and replaces it from a holder.
+    /// Scrub and reads may both find the same bad copy: only the first repairs it. A copy
+    /// already in quarantine is left to anti-entropy, which pulls the item once a holder
+    /// has a verified copy (this peer no longer claims it); trying again on every read
+    /// would have peers whose copies are all bad ask each other forever.
     pub(crate) async fn repair_corrupt(&self, key: ItemKey) {
-        if !self.inner.corrupt_in_repair.lock().expect("never poisoned").insert(key) {
+        if self.inner.quarantined.lock().expect("never poisoned").contains(&key)
+            || !self.inner.corrupt_in_repair.lock().expect("never poisoned").insert(key)
+        {
             return;
         }
-        self.replace_corrupt(key).await;
+        if self.quarantine(key).await {
+            self.inner.counters.corrupt_found.fetch_add(1, Ordering::Relaxed);
+            self.replace_corrupt(key).await;
+        }
         self.inner.corrupt_in_repair.lock().expect("never poisoned").remove(&key);
     }
 
-    async fn replace_corrupt(&self, key: ItemKey) {
-        self.inner.counters.corrupt_found.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = self.delete_local(key).await {
-            warn!(item = ?key, "cannot drop a corrupt copy: {error}");
-            return;
+    /// Stops counting a copy that failed verification as held, so anti-entropy and
+    /// handoff treat it as missing, but leaves its bytes on disk: only a verified copy
+    /// written over them removes them (the store replaces bytes that fail verification).
+    /// A verification that failed for a reason of the read's own is then undone by the
+    /// next start, which indexes the copy again and scrubs it.
+    ///
+    /// Returns false if the copy verifies now (a verified copy replaced it meanwhile).
+    async fn quarantine(&self, key: ItemKey) -> bool {
+        let _key = self.lock_key(&key).await;
+        let corrupt = matches!(self.with_store(move |store| store.get(&key)).await, Err(StoreError::Corrupt { .. }));
+        if corrupt {
+            self.inner.index.lock().expect("never poisoned").remove(&key);
+            self.inner.quarantined.lock().expect("never poisoned").insert(key);
         }
+        corrupt
+    }
+
+    async fn replace_corrupt(&self, key: ItemKey) {
         let view = self.view();
         let me = self.local_peer();
         for peer in self.holders(&view, &key).iter().chain(&view).filter(|p| *p != me) {

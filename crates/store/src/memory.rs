@@ -20,6 +20,7 @@ pub struct MemoryStore {
 struct Inner {
     items: BTreeMap<ItemKey, Bytes>,
     stats: StoreStats,
+    reads_fail: bool,
 }
 
 impl MemoryStore {
@@ -29,6 +30,12 @@ impl MemoryStore {
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().expect("memory store mutex poisoned: a thread panicked mid-update")
+    }
+
+    /// Fault injection for the layers above: while set, every read fails with an engine
+    /// error, as on a disk failing with EIO or a process out of file descriptors.
+    pub fn fail_reads(&self, fail: bool) {
+        self.inner().reads_fail = fail;
     }
 
     /// Stores `value` under `key` unverified and uncounted, as a corrupted disk would.
@@ -75,7 +82,11 @@ impl Store for MemoryStore {
     }
 
     fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError> {
-        let Some(value) = self.inner().items.get(key).cloned() else {
+        let inner = self.inner();
+        if inner.reads_fail {
+            return Err(StoreError::Engine { op: "read", detail: "Too many open files (os error 24)".into() });
+        }
+        let Some(value) = inner.items.get(key).cloned() else {
             return Ok(None);
         };
         verify_item(key, &value).map_err(|source| StoreError::Corrupt { key: *key, source })?;

@@ -1,0 +1,154 @@
+//! Shoal serves lookups to anyone and data only to its own kind. A standard libp2p
+//! Kademlia client (another identify version, kad in client mode, speaking
+//! `/shoal/kad/1.0.0`) finds every Shoal peer through one of them and is never given an
+//! item; a Shoal peer with another replication factor stays connected but holds nothing.
+//! This file plays the foreign implementation, so it alone among the daemon's tests
+//! names libp2p.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Peer, assert_every_item_on_its_r_closest, pseudo_random, start_network, start_peer_with, stop_all};
+use futures::{StreamExt, stream};
+use libp2p::kad::{self, QueryResult, store::MemoryStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, noise, ping, tcp, yamux};
+use shoal_core::Consistency;
+
+#[derive(NetworkBehaviour)]
+struct Foreign {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+fn foreign_client() -> Swarm<Foreign> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let config = kad::Config::new(StreamProtocol::new("/shoal/kad/1.0.0"));
+            let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
+            kad.set_mode(Some(kad::Mode::Client));
+            let identify = identify::Behaviour::new(identify::Config::new("/foreign-dht/1.0.0".into(), key.public()));
+            Foreign { kad, identify, ping: ping::Behaviour::default() }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build()
+}
+
+fn peer_id(peer: &Peer) -> PeerId {
+    peer.daemon.peer_id.parse().unwrap()
+}
+
+/// A peer's first listen address without its `/p2p/` suffix, as kad reports addresses.
+fn listen_addr(peer: &Peer) -> Multiaddr {
+    let mut addr: Multiaddr = peer.daemon.p2p_addrs[0].parse().unwrap();
+    addr.pop();
+    addr
+}
+
+/// Puts `count` small objects at ALL through `peer`: each succeeds only if every one of
+/// its R placed peers stored it, so none can have been placed on a peer that cannot.
+async fn put_at_all(peer: &Peer, count: usize) {
+    for n in 0..count {
+        let bytes = pseudo_random(1024, &format!("object {n}"));
+        let body = stream::iter([Ok::<_, std::io::Error>(bytes)]);
+        let receipt = peer.client.put(body, Some(Consistency::All)).await.unwrap();
+        assert_eq!(receipt.acks, 3);
+    }
+}
+
+async fn routing_tables(peers: &[Peer]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    for peer in peers {
+        sizes.push(peer.client.status().await.unwrap().routing_table_peers);
+    }
+    sizes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_kademlia_client_finds_every_peer_and_is_given_nothing() {
+    let peers = start_network(4).await;
+    let mut foreign = foreign_client();
+    let entry = peer_id(&peers[0]);
+    foreign.behaviour_mut().kad.add_address(&entry, listen_addr(&peers[0]));
+
+    let query = foreign.behaviour_mut().kad.get_closest_peers(PeerId::random());
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let SwarmEvent::Behaviour(ForeignEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            })) = foreign.select_next_some().await
+                && id == query
+                && step.last
+            {
+                return result.expect("the lookup succeeds").peers;
+            }
+        }
+    })
+    .await
+    .expect("the lookup ends within 30 s");
+
+    // Only peers that answered FIND_NODE are listed, so each was dialed at an address
+    // another Shoal peer handed out.
+    let found_ids: BTreeSet<PeerId> = found.iter().map(|p| p.peer_id).collect();
+    assert_eq!(found_ids, peers.iter().map(peer_id).collect(), "every Shoal peer and nothing else");
+    for peer in &peers[1..] {
+        let info = found.iter().find(|p| p.peer_id == peer_id(peer)).unwrap();
+        let bare = |addr: &Multiaddr| addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect::<Multiaddr>();
+        assert!(
+            info.addrs.iter().map(bare).any(|a| a == listen_addr(peer)),
+            "{:?} lacks {}",
+            info.addrs,
+            listen_addr(peer)
+        );
+    }
+
+    // Keep the foreign client connected and answering pings while data is placed.
+    let connected = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } = foreign.select_next_some().await
+                && peer_id == entry
+            {
+                return;
+            }
+        }
+    });
+    put_at_all(&peers[0], 12).await;
+    assert_eq!(assert_every_item_on_its_r_closest(&peers, 3).await, 12);
+    assert_eq!(routing_tables(&peers).await, [3; 4], "the client is in no routing table");
+    assert!(!connected.is_finished(), "the entry peer kept the foreign client connected");
+    connected.abort();
+    stop_all(peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_another_replication_factor_holds_nothing() {
+    let peers = start_network(4).await;
+    let everyone = peers.iter().map(|p| p.daemon.p2p_addrs[0].clone()).collect();
+    let other = start_peer_with(everyone, |c| c.replication_factor = 2).await;
+
+    // It connects to every peer, and each keeps it out of its routing table and view.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while other.client.status().await.unwrap().peers_connected < peers.len() {
+        assert!(tokio::time::Instant::now() < deadline, "the other peer did not reach every peer in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put_at_all(&peers[0], 12).await;
+    assert_eq!(assert_every_item_on_its_r_closest(&peers, 3).await, 12);
+    assert!(other.client.local_items().await.unwrap().is_empty(), "the other peer holds nothing");
+    assert_eq!(routing_tables(&peers).await, [3; 4]);
+    assert_eq!(routing_tables(std::slice::from_ref(&other)).await, [0]);
+    stop_all(peers).await;
+    other.daemon.stop().await.unwrap();
+}
