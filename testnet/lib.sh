@@ -27,6 +27,7 @@ die() { echo "testnet: $*" >&2; exit 1; }
 # already ships, is another library and does not count.
 missing_system_packages() {
   local root=${1:-} lib found=0
+  [[ -x $root/usr/bin/c++ ]] || echo g++ # RocksDB is C++
   [[ -x $root/usr/bin/clang ]] || echo clang
   for lib in "$root"/usr/lib/llvm-*/lib/libclang.so "$root"/usr/lib/llvm-*/lib/libclang-[0-9]*.so \
     "$root"/usr/lib/*-linux-gnu/libclang.so "$root"/usr/lib/*-linux-gnu/libclang-[0-9]*.so; do
@@ -40,7 +41,10 @@ ensure_system_packages() {
   local missing sudo=""
   missing=$(missing_system_packages)
   [[ -z $missing ]] && return 0
-  [[ $(id -u) -ne 0 ]] && sudo=sudo
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "building needs" $missing "and installing them needs root or sudo"
+    sudo=sudo
+  fi
   echo "testnet: installing" $missing >&2
   $sudo apt-get update -qq
   # shellcheck disable=SC2086 # one package a word

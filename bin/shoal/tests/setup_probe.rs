@@ -33,9 +33,10 @@ fn tree(files: &[&str]) -> tempfile::TempDir {
     root
 }
 
-/// The project's fresh image: LLVM 14's runtime and `libclang-cpp14`, which is another
-/// library than the libclang bindgen loads, and no clang.
+/// The project's fresh image: g++, LLVM 14's runtime and `libclang-cpp14`, which is
+/// another library than the libclang bindgen loads, and no clang.
 const FRESH_IMAGE: &[&str] = &[
+    "usr/bin/c++",
     "usr/lib/llvm-14/lib/libLLVM-14.so",
     "usr/lib/llvm-14/lib/libclang-cpp.so.14",
     "usr/lib/x86_64-linux-gnu/libclang-cpp.so.14",
@@ -62,4 +63,10 @@ fn after_the_install_nothing_is_missing() {
             .concat(),
     );
     assert!(missing(root.path()).is_empty());
+}
+
+#[test]
+fn a_machine_without_a_cpp_compiler_gets_g_plus_plus() {
+    let root = tree(&["usr/bin/clang", "usr/lib/llvm-14/lib/libclang.so"]);
+    assert_eq!(missing(root.path()), ["g++"]);
 }
