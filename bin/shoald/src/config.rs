@@ -37,7 +37,8 @@ pub struct Args {
     /// Time between anti-entropy rounds when nothing changes.
     #[arg(long, env = "SHOAL_ANTI_ENTROPY_INTERVAL_MS")]
     pub anti_entropy_interval_ms: Option<u64>,
-    /// How long a manifest or chunk nothing refers to is kept before it is deleted.
+    /// How long every reference to a manifest or chunk must have been dead before the
+    /// item is deleted.
     #[arg(long, env = "SHOAL_GC_GRACE_MS")]
     pub gc_grace_ms: Option<u64>,
     /// Time between collection rounds (at most a third of the grace period).
@@ -70,6 +71,7 @@ pub struct Config {
     pub tombstone_lifetime_secs: u64,
     pub gc_grace_ms: u64,
     pub gc_interval_ms: u64,
+    pub upload_lifetime_secs: u64,
     pub fault_injection: bool,
 }
 
@@ -92,6 +94,7 @@ impl Default for Config {
             tombstone_lifetime_secs: 7 * 24 * 3600,
             gc_grace_ms: 3_600_000,
             gc_interval_ms: 300_000,
+            upload_lifetime_secs: 24 * 3600,
             fault_injection: false,
         }
     }
@@ -156,6 +159,7 @@ impl Config {
             "gc_interval_ms must be positive and at most a third of gc_grace_ms"
         );
         anyhow::ensure!(self.scrub_bytes_per_sec > 0, "scrub_bytes_per_sec must be positive");
+        anyhow::ensure!(self.upload_lifetime_secs > 0, "upload_lifetime_secs must be positive");
         anyhow::ensure!(!self.listen.is_empty(), "at least one listen address is needed");
         Ok(())
     }
@@ -177,6 +181,7 @@ impl Config {
             tombstone_lifetime: Duration::from_secs(self.tombstone_lifetime_secs),
             gc_grace: Duration::from_millis(self.gc_grace_ms),
             gc_interval: Duration::from_millis(self.gc_interval_ms),
+            upload_lifetime: Duration::from_secs(self.upload_lifetime_secs),
         }
     }
 }

@@ -41,14 +41,16 @@ impl Bucket {
 }
 
 /// What distinguishes two copies under one key: zero for immutable items (chunks,
-/// manifests: a key names exactly one value), a hash of the value for name records, whose
-/// versions change under one key.
+/// manifests: a key names exactly one value), a hash of the value for mergeable ones
+/// (name records, reference sets), whose contents change under one key.
 pub type ContentTag = [u8; 16];
 
 pub fn content_tag(key: &ItemKey, value: &[u8]) -> ContentTag {
     match key.kind {
         ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
-        ItemKind::Name => blake3::hash(value).as_bytes()[..16].try_into().expect("16 of 32 bytes"),
+        ItemKind::Name | ItemKind::References => {
+            blake3::hash(value).as_bytes()[..16].try_into().expect("16 of 32 bytes")
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::names::NameRecord;
+use crate::references::{REFERENCES_MAX, References};
 use crate::{CHUNK_SIZE, Hash32, Manifest, ObjectId, codec};
 
 /// The kinds of item a peer stores.
@@ -18,17 +19,26 @@ pub enum ItemKind {
     /// An encoded [`NameRecord`](crate::names::NameRecord), keyed by
     /// [`name_key`](crate::names::name_key) of its name.
     Name,
+    /// An encoded [`References`] set: why the chunk and manifest of its id are kept.
+    References,
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 3] = [ItemKind::Chunk, ItemKind::Manifest, ItemKind::Name];
+    pub const ALL: [ItemKind; 4] = [ItemKind::Chunk, ItemKind::Manifest, ItemKind::Name, ItemKind::References];
 
     pub fn name(self) -> &'static str {
         match self {
             ItemKind::Chunk => "chunk",
             ItemKind::Manifest => "manifest",
             ItemKind::Name => "name",
+            ItemKind::References => "references",
         }
+    }
+
+    /// Whether copies under one key can differ and merge (name records, reference sets),
+    /// rather than being the one value their key names (chunks, manifests).
+    pub fn is_mergeable(self) -> bool {
+        matches!(self, ItemKind::Name | ItemKind::References)
     }
 }
 
@@ -47,6 +57,11 @@ impl ItemKey {
 
     pub fn manifest(id: ObjectId) -> Self {
         Self { kind: ItemKind::Manifest, id: id.0 }
+    }
+
+    /// The key of the references that keep the chunk and manifest of `id`.
+    pub fn references(id: Hash32) -> Self {
+        Self { kind: ItemKind::References, id }
     }
 }
 
@@ -74,8 +89,10 @@ pub enum VerifyError {
     ChunkTooLarge(usize),
     #[error("manifest of {size} bytes cannot have {chunks} chunks")]
     ManifestShape { size: u64, chunks: usize },
-    #[error("undecodable manifest: {0}")]
+    #[error("undecodable item: {0}")]
     Decode(#[from] codec::CodecError),
+    #[error("a reference set must hold 1 to {REFERENCES_MAX} entries, not {0}")]
+    ReferencesShape(usize),
 }
 
 /// Checks that `value` is the item `key` names.
@@ -100,20 +117,53 @@ pub fn verify_item(key: &ItemKey, value: &[u8]) -> Result<(), VerifyError> {
             }
             Ok(())
         }
+        // Nothing in a reference set can be checked against its key: only its shape.
+        ItemKind::References => {
+            let set: References = codec::decode(value)?;
+            if set.is_empty() || set.len() > REFERENCES_MAX {
+                return Err(VerifyError::ReferencesShape(set.len()));
+            }
+            Ok(())
+        }
     }
+}
+
+/// What a store keeps when a verified value arrives for a key that holds a verified one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    Old,
+    New,
+    /// Both merged into a value that is neither (reference sets).
+    Merged(Vec<u8>),
 }
 
 /// Which copy a store keeps when a verified `new` value arrives for a key that holds a
 /// verified `old` one. Chunks and manifests are immutable: the first verified copy stays
 /// (a second manifest for one object, valid as far as its key can tell, must not displace
-/// a good one). Name records are versioned: the winner of the merge stays.
-pub fn supersedes(key: &ItemKey, old: &[u8], new: &[u8]) -> bool {
+/// a good one). Name records are versioned: the winner of the merge stays. Reference sets
+/// merge entry by entry.
+pub fn resolve(key: &ItemKey, old: &[u8], new: &[u8]) -> Kept {
     match key.kind {
-        ItemKind::Chunk | ItemKind::Manifest => false,
+        ItemKind::Chunk | ItemKind::Manifest => Kept::Old,
         ItemKind::Name => match (codec::decode::<NameRecord>(old), codec::decode::<NameRecord>(new)) {
-            (Ok(old), Ok(new)) => new.wins_over(&old),
-            (Err(_), _) => true,
-            (_, Err(_)) => false,
+            (Ok(old), Ok(new)) if new.wins_over(&old) => Kept::New,
+            (Ok(_), _) => Kept::Old,
+            (Err(_), _) => Kept::New,
+        },
+        ItemKind::References => match (codec::decode::<References>(old), codec::decode::<References>(new)) {
+            (Ok(mut merged), Ok(new_set)) => {
+                merged.merge(&new_set);
+                let merged = codec::encode(&merged);
+                if merged == old {
+                    Kept::Old
+                } else if merged == new {
+                    Kept::New
+                } else {
+                    Kept::Merged(merged)
+                }
+            }
+            (Ok(_), _) => Kept::Old,
+            (Err(_), _) => Kept::New,
         },
     }
 }

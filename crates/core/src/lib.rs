@@ -17,11 +17,12 @@ mod item;
 mod manifest;
 pub mod names;
 pub mod placement;
+pub mod references;
 pub mod wire;
 
 pub use chunking::{CHUNK_SIZE, ChunkDigest};
 pub use consistency::{Consistency, ParseConsistencyError};
 pub use id::{ChunkId, Hash32, ObjectId, ParseIdError};
-pub use item::{ItemKey, ItemKind, VerifyError, supersedes, verify_item};
+pub use item::{ItemKey, ItemKind, Kept, VerifyError, resolve, verify_item};
 pub use manifest::{ChunkRef, MAX_OBJECT_SIZE, Manifest};
 pub use placement::PeerKey;

@@ -1,14 +1,16 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/4`), one request and one
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/5`), one request and one
 //! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
 //! item values apart from the rest of a message ([`Payloads`]); version 4 keys pins by
-//! their object and answers a store with the newer name record a replica kept.
+//! their object and answers a store with the newer name record a replica kept; version 5
+//! replaced collection marks with reference sets ([`Request::Refer`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 use crate::names::NameRecord;
-use crate::{ItemKey, ItemKind};
+use crate::references::References;
+use crate::{Hash32, ItemKey, ItemKind};
 
 /// The most items one [`Request::Store`] carries, and so the most item values of any
 /// message: one item of each kind, all of one id.
@@ -36,8 +38,10 @@ pub enum Request {
     /// Listing: the name records you hold whose names start with `prefix`, tombstones
     /// included (they decide which older bindings are dead).
     ListNames { prefix: String },
-    /// Collection: these items are still referenced; keep the ones you hold.
-    Mark { keys: Vec<ItemKey> },
+    /// Merge these references into your reference sets of these ids, as one synced write,
+    /// and answer [`Response::Referred`] once it is on disk: a put refers to the chunks of
+    /// an object this way, one request per holder, before the object is visible.
+    Refer { sets: Vec<(Hash32, References)> },
 }
 
 impl Request {
@@ -95,7 +99,7 @@ pub enum Response {
     /// One answer per asked key, in order.
     Have(Vec<bool>),
     Names(Vec<NameRecord>),
-    Marked,
+    Referred,
     /// The request failed on the remote side.
     Failed(String),
 }

@@ -9,8 +9,9 @@
 //! Architecture invariant: no HTTP, no clap or TOML, no libp2p types; disk work runs on the
 //! blocking pool, never on the async workers.
 
+mod clock;
+mod collect;
 mod error;
-mod gc;
 mod index;
 mod membership;
 mod names;

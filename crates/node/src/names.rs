@@ -10,8 +10,6 @@
 //! before is on a holder that answers the write, so the write that succeeds is newer than
 //! all of them (or they bind the same thing).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use futures::Stream;
 use futures::future::join_all;
@@ -23,8 +21,9 @@ use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId, PeerKey, codec};
 use shoal_store::{Store, StoreError};
 use tracing::{debug, warn};
 
+use crate::clock::wall_ms;
 use crate::error::describe_failures;
-use crate::write::PutReceipt;
+use crate::write::{PutReceipt, UnboundObject};
 use crate::{Network, Node, NodeError};
 
 /// A live name as the API shows it.
@@ -58,10 +57,6 @@ impl NameInfo {
 /// attempt is newer than everything seen before, so only writers racing it can use them up.
 const WRITE_ATTEMPTS: usize = 3;
 
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl<S: Store, N: Network> Node<S, N> {
     /// The name's current binding, read at `consistency`; `None` if it never existed or
     /// was deleted.
@@ -92,7 +87,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if self.resolve_name(name, consistency).await?.is_none() {
             return Err(NodeError::NameNotFound(name.to_owned()));
         }
-        self.write_binding(name, Binding::Tombstone, consistency, Vec::new()).await?;
+        self.write_binding(name, Binding::Tombstone, consistency, None).await?;
         Ok(())
     }
 
@@ -103,7 +98,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if pin.is_none_or(|pin| pin.is_tombstone()) {
             return Err(NodeError::NotFound(id));
         }
-        self.write_binding(&id.to_hex(), Binding::Tombstone, consistency, Vec::new()).await?;
+        self.write_binding(&id.to_hex(), Binding::Tombstone, consistency, None).await?;
         Ok(())
     }
 
@@ -252,7 +247,8 @@ impl<S: Store, N: Network> Node<S, N> {
         }
     }
 
-    async fn fetch_record(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<NameRecord>, String> {
+    /// `key`'s record from `peer` (this peer's store included), verified.
+    pub(crate) async fn fetch_record(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<NameRecord>, String> {
         let value =
             if peer == self.local_peer() { self.fetch_local(key).await? } else { self.fetch_remote(peer, key).await? };
         let Some(value) = value else { return Ok(None) };
@@ -260,22 +256,24 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(Some(codec::decode(&value).expect("verified above")))
     }
 
-    /// Writes `binding` for `name`, in one batch with `companions` (items of the record's
-    /// id), as a version newer than every one this peer has seen; while holders answer
-    /// with a newer record binding something else, writes again past it. Returns the
-    /// record written and the acks it got.
+    /// Writes `binding` for `name`, after `object` (the object it binds, whose references
+    /// must name the record's version first), as a version newer than every one this peer
+    /// has seen; while holders answer with a newer record binding something else, writes
+    /// again past it. Returns the record written and the acks it got.
     pub(crate) async fn write_binding(
         &self,
         name: &str,
         binding: Binding,
         consistency: Consistency,
-        companions: Vec<(ItemKey, Bytes)>,
+        object: Option<&UnboundObject>,
     ) -> Result<(NameRecord, usize), NodeError> {
         for _ in 0..WRITE_ATTEMPTS {
             let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
             let record = NameRecord { name: name.to_owned(), version, binding: binding.clone() };
-            let items = companions.iter().cloned().chain([(record.key(), codec::encode(&record).into())]).collect();
-            let replicated = self.replicate(items, consistency).await?;
+            let replicated = match object {
+                Some(object) => self.write_bound_object(&record, object, consistency).await?,
+                None => self.replicate(vec![(record.key(), codec::encode(&record).into())], consistency).await?,
+            };
             let Some(newer) = replicated.newer else { return Ok((record, replicated.acks)) };
             debug!(name, "holders kept the newer version {}: writing past it", newer.version);
             self.inner.clock.lock().expect("never poisoned").observe(newer.version);

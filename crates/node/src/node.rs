@@ -1,6 +1,6 @@
 //! The node: shared state, placement, local store access and inbound requests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,8 +8,9 @@ use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
 use shoal_core::names::{HybridClock, NameRecord};
 use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
+use shoal_core::references::References;
 use shoal_core::wire::{Request, Response, STORE_BATCH_MAX};
-use shoal_core::{ItemKey, ItemKind, PeerKey, codec};
+use shoal_core::{Hash32, ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -56,10 +57,14 @@ pub struct NodeConfig {
     /// still come back with its data (a peer away longer must be wiped before it rejoins),
     /// or the old binding could return with it.
     pub tombstone_lifetime: Duration,
-    /// How long a manifest or chunk nothing refers to is kept before it is deleted.
+    /// How long every reference to a manifest or chunk must have been dead before the
+    /// item is deleted.
     pub gc_grace: Duration,
     /// Time between collection rounds; several must fit in `gc_grace`.
     pub gc_interval: Duration,
+    /// How long the chunks a put wrote are kept for it before its object refers to them:
+    /// a put that takes longer fails.
+    pub upload_lifetime: Duration,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +81,7 @@ impl Default for NodeConfig {
             tombstone_lifetime: Duration::from_secs(7 * 24 * 3600),
             gc_grace: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(300),
+            upload_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -124,13 +130,8 @@ pub(crate) struct Inner<S, N> {
     pub quarantined: Mutex<HashSet<ItemKey>>,
     /// Striped by key: held across a store write or delete and the index update after it.
     pub key_locks: Vec<tokio::sync::Mutex<()>>,
-    /// Versions for name writes coordinated here.
+    /// Versions for name writes and uploads coordinated here.
     pub clock: Mutex<HybridClock>,
-    /// When each manifest and chunk was last found referenced (or arrived).
-    pub marks: Mutex<HashMap<ItemKey, tokio::time::Instant>>,
-    /// Items this peer collected recently: repair does not fetch them back from peers
-    /// that have not swept them yet.
-    pub collected: Mutex<HashMap<ItemKey, tokio::time::Instant>>,
     /// The last lookup that found every reachable peer, and when.
     pub whole_network: Mutex<Option<(Instant, Vec<PeerKey>)>>,
 }
@@ -146,18 +147,19 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut keys = Vec::new();
         for kind in ItemKind::ALL {
             for key in store.keys(kind)? {
-                let tag = match kind {
-                    ItemKind::Name => match store.get(&key) {
+                let tag = if kind.is_mergeable() {
+                    match store.get(&key) {
                         Ok(value) => value.map(|value| content_tag(&key, &value)).unwrap_or_default(),
                         // Left out of the index like any copy that fails verification: its
                         // bytes stay until anti-entropy brings a verified copy to replace them.
                         Err(error @ StoreError::Corrupt { .. }) => {
-                            warn!(item = ?key, "not indexing a name record: {error}");
+                            warn!(item = ?key, "not indexing a copy: {error}");
                             continue;
                         }
                         Err(error) => return Err(error.into()),
-                    },
-                    ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
+                    }
+                } else {
+                    ContentTag::default()
                 };
                 keys.push((key, tag));
             }
@@ -174,8 +176,6 @@ impl<S: Store, N: Network> Node<S, N> {
             quarantined: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
-            marks: Mutex::new(HashMap::new()),
-            collected: Mutex::new(HashMap::new()),
             whole_network: Mutex::new(None),
             config,
             store: Arc::new(store),
@@ -242,31 +242,39 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Serializes store-and-index updates of one key, so the index never disagrees with the
     /// store about it (a delete racing a put would otherwise leave one of them stale).
     pub(crate) async fn lock_key(&self, key: &ItemKey) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripes = &self.inner.key_locks;
-        stripes[usize::from(key.id[0]) % stripes.len()].lock().await
+        self.lock_keys([key]).await.pop().expect("one stripe")
     }
 
-    /// Stores items that share one id (so one key lock covers them) as one synced write,
-    /// and indexes what the store kept: for a name record, the winner of the merge with
-    /// the copy already there. Returns that winner when it is not the record sent.
+    /// The key locks of several keys, taken in stripe order so that two callers never
+    /// wait for each other.
+    async fn lock_keys<'a>(&self, keys: impl IntoIterator<Item = &'a ItemKey>) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let stripes = &self.inner.key_locks;
+        let mut indices: Vec<usize> = keys.into_iter().map(|key| usize::from(key.id[0]) % stripes.len()).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let mut guards = Vec::with_capacity(indices.len());
+        for index in indices {
+            guards.push(stripes[index].lock().await);
+        }
+        guards
+    }
+
+    /// Stores items as one synced write, and indexes what the store kept: for a name
+    /// record, the winner of the merge with the copy already there; for a reference set,
+    /// the merge. Returns the name record kept when it is not the one sent.
     pub(crate) async fn store_local(&self, items: Vec<(ItemKey, Bytes)>) -> Result<Option<NameRecord>, StoreError> {
-        let Some((first, _)) = items.first() else { return Ok(None) };
-        debug_assert!(items.iter().all(|(key, _)| key.id == first.id), "one id per batch");
-        let _key = self.lock_key(first).await;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let _keys = self.lock_keys(items.iter().map(|(key, _)| key)).await;
         let (tagged, newer) = self
             .with_store(move |store| {
                 let kept = store.put(&items)?;
                 let tagged: Vec<_> = items
                     .iter()
                     .map(|(key, given)| {
-                        let tag = match key.kind {
-                            ItemKind::Name => {
-                                let held = kept.iter().find(|(kept_key, _)| kept_key == key).map_or(given, |(_, v)| v);
-                                content_tag(key, held)
-                            }
-                            ItemKind::Chunk | ItemKind::Manifest => ContentTag::default(),
-                        };
-                        (*key, tag)
+                        let held = kept.iter().find(|(kept_key, _)| kept_key == key).map_or(given, |(_, v)| v);
+                        (*key, content_tag(key, held))
                     })
                     .collect();
                 let newer = kept.iter().find(|(key, _)| key.kind == ItemKind::Name);
@@ -275,11 +283,15 @@ impl<S: Store, N: Network> Node<S, N> {
             .await?;
         for (key, tag) in tagged {
             self.inner.index.lock().expect("never poisoned").insert(key, tag);
-            self.mark(key);
-            self.inner.collected.lock().expect("never poisoned").remove(&key);
             self.inner.quarantined.lock().expect("never poisoned").remove(&key);
         }
         Ok(newer)
+    }
+
+    /// Merges `sets` into this peer's reference sets of their ids, as one synced write.
+    pub(crate) async fn store_references(&self, sets: Vec<(Hash32, References)>) -> Result<(), StoreError> {
+        let items = sets.iter().map(|(id, set)| (ItemKey::references(*id), codec::encode(set).into())).collect();
+        self.store_local(items).await.map(drop)
     }
 
     pub(crate) async fn delete_local(&self, key: ItemKey) -> Result<(), StoreError> {
@@ -354,11 +366,14 @@ impl<S: Store, N: Network> Node<S, N> {
                 Ok(records) => Response::Names(records),
                 Err(reason) => Response::Failed(reason),
             },
-            Request::Mark { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => {
-                self.mark_held(&keys);
-                Response::Marked
-            }
-            Request::Mark { .. } => Response::Failed("too many keys asked".into()),
+            Request::Refer { sets } if sets.len() <= MAX_KEYS_PER_REQUEST => match self.store_references(sets).await {
+                Ok(()) => Response::Referred,
+                Err(error) => {
+                    warn!(peer = ?from, "refused references: {error}");
+                    Response::Failed(error.to_string())
+                }
+            },
+            Request::Refer { .. } => Response::Failed("too many references sent".into()),
             Request::BucketKeys { .. } | Request::Have { .. } => Response::Failed("too many keys asked".into()),
         }
     }

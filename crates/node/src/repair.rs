@@ -238,7 +238,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Runs repair rounds and scrub for as long as the returned future is polled: spawn
     /// it once per node and abort the task to stop.
     pub async fn run_maintenance(self) {
-        tokio::join!(self.clone().run_repair(), self.clone().run_scrub(), self.run_gc());
+        tokio::join!(self.clone().run_repair(), self.clone().run_scrub(), self.run_collection());
     }
 
     async fn run_repair(self) {
@@ -337,15 +337,18 @@ impl<S: Store, N: Network> Node<S, N> {
         let theirs: HashMap<ItemKey, ContentTag> = theirs.into_iter().collect();
         let ours: HashMap<ItemKey, ContentTag> = self.bucket_keys(buckets).into_iter().collect();
         let me = self.local_peer();
-        // Missing here, or another version (of a name record): fetch it, and the store
-        // keeps whichever version wins.
-        let fetches: Vec<Transfer> = theirs
-            .iter()
-            .filter(|(key, tag)| {
-                ours.get(key) != Some(tag) && !self.recently_collected(key) && self.holders(view, key).contains(me)
-            })
-            .map(|(key, _)| Transfer::Fetch { key: *key, from: peer.clone() })
-            .collect();
+        // Missing here, or another version (of a mergeable item): fetch it, and the store
+        // keeps the winner or the merge. A chunk or manifest that this peer's references
+        // say nothing keeps any more is being collected: it is not fetched back.
+        let mut fetches = Vec::new();
+        for (key, tag) in &theirs {
+            if ours.get(key) != Some(tag)
+                && self.holders(view, key).contains(me)
+                && (key.kind.is_mergeable() || !self.unreferenced(key.id).await)
+            {
+                fetches.push(Transfer::Fetch { key: *key, from: peer.clone() });
+            }
+        }
         let missing_there =
             ours.keys().filter(|key| !theirs.contains_key(key) && self.holders(view, key).contains(peer)).count();
         Ok((fetches, missing_there))
@@ -427,17 +430,18 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut missing = 0;
         for (holder, keys) in by_holder {
             for keys in keys.chunks(MAX_KEYS_PER_REQUEST) {
-                // A holder may have another version of a name record, so "has it" proves
-                // nothing for names: they are always pushed, and the holder's store keeps
-                // the winner. Immutable items are asked about first.
-                let (names, immutable): (Vec<ItemKey>, Vec<ItemKey>) =
-                    keys.iter().partition(|key| key.kind == ItemKind::Name);
+                // A holder may have another version of a mergeable item (a name record, a
+                // reference set), so "has it" proves nothing for those: they are always
+                // pushed, and the holder's store keeps the winner or the merge. Immutable
+                // items are asked about first.
+                let (mergeable, immutable): (Vec<ItemKey>, Vec<ItemKey>) =
+                    keys.iter().partition(|key| key.kind.is_mergeable());
                 let held = match self.ask(&holder, Request::Have { keys: immutable.clone() }).await {
                     Ok(Response::Have(held)) if held.len() == immutable.len() => held,
                     Ok(_) | Err(_) => continue,
                 };
                 let mut pushes: Vec<Transfer> =
-                    names.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
+                    mergeable.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
                 for (key, held) in immutable.iter().zip(held) {
                     if held {
                         *confirmed.entry(*key).or_default() += 1;
@@ -514,7 +518,7 @@ impl<S: Store, N: Network> Node<S, N> {
             return;
         }
         let record: shoal_core::names::NameRecord = codec::decode(value).expect("verified by the store");
-        let age_ms = crate::names::wall_ms().saturating_sub(record.version.wall_ms);
+        let age_ms = crate::clock::wall_ms().saturating_sub(record.version.wall_ms);
         if record.is_tombstone() && u128::from(age_ms) > self.inner.config.tombstone_lifetime.as_millis() {
             match self.delete_local(key).await {
                 Ok(()) => debug!(name = %record.name, "purged an expired tombstone"),

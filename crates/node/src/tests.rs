@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ItemKind, ObjectId, PeerKey};
@@ -168,7 +168,7 @@ async fn put_at_all_lands_on_exactly_the_r_closest_and_reads_back_everywhere() {
     assert_eq!((receipt.size, receipt.chunks, receipt.acks), (bytes.len() as u64, 4, 3));
 
     let keys = cluster.all_keys();
-    assert_eq!(keys.len(), 6, "four chunks, a manifest and the pin of an unnamed object");
+    assert_eq!(keys.len(), 11, "four chunks, a manifest, the pin of an unnamed object, a reference set each");
     for key in &keys {
         let expected: HashSet<_> = closest(&key.id, &cluster.peers, 3).into_iter().collect();
         assert_eq!(cluster.holders(key), expected, "{key:?}");
@@ -257,7 +257,7 @@ async fn a_broken_upload_stores_no_manifest() {
     let frames = vec![Ok(object(CHUNK_SIZE + 10)), Err(std::io::Error::other("client hung up"))];
     let error = cluster.node(0).put(stream::iter(frames), Consistency::All).await.unwrap_err();
     assert!(matches!(error, NodeError::Body(_)), "{error}");
-    assert!(cluster.all_keys().iter().all(|k| k.kind == ItemKind::Chunk));
+    assert!(cluster.all_keys().iter().all(|k| matches!(k.kind, ItemKind::Chunk | ItemKind::References)));
 }
 
 #[tokio::test]
@@ -273,7 +273,8 @@ async fn a_small_unnamed_objects_chunk_manifest_and_pin_travel_as_one_batch() {
     let batches = cluster.world.store_batches.lock().unwrap().clone();
     let remote_holders = holders.iter().filter(|p| **p != cluster.peers[0]).count();
     assert_eq!(batches.len(), remote_holders, "one request per remote holder: {batches:?}");
-    assert!(batches.iter().all(|kinds| *kinds == [ItemKind::Chunk, ItemKind::Manifest, ItemKind::Name]), "{batches:?}");
+    let one_batch = [ItemKind::Chunk, ItemKind::Manifest, ItemKind::References, ItemKind::Name];
+    assert!(batches.iter().all(|kinds| *kinds == one_batch), "{batches:?}");
 }
 
 #[tokio::test]
@@ -552,7 +553,7 @@ mod repair {
         for _ in 0..3 {
             tokio::time::advance(NodeConfig::default().gc_grace).await;
             for index in 0..4 {
-                cluster.node(index).gc_round().await;
+                cluster.node(index).collection_round().await;
             }
         }
         for index in 0..4 {
@@ -569,12 +570,11 @@ mod repair {
         survives_unreadable_references(1000).await;
     }
 
-    /// The same for a large object, whose chunks live on other peers than its manifest:
-    /// they only hear of the references through marks, so the lack of marks sweeps them.
-    /// Mark and sweep cannot pass this; explicit references (issue 11, defect 1) will.
+    /// The same for a large object, whose chunks live on other peers than its manifest.
+    /// Under mark and sweep (until issue 11, defect 1) they only heard of the references
+    /// through marks, so the lack of marks swept them; now they hold references of their own.
     #[tokio::test(start_paused = true)]
-    #[ignore = "issue 11 defect 1: collection by absence of marks, reproduced"]
-    async fn collection_by_marks_sweeps_chunks_whose_references_cannot_be_read() {
+    async fn chunks_whose_references_cannot_be_read_are_kept() {
         survives_unreadable_references(2 * CHUNK_SIZE).await;
     }
 
@@ -652,7 +652,7 @@ mod names {
         let cluster = Cluster::new(5);
         cluster.connect_all();
         let (ahead, behind) = (cluster.node(0), cluster.node(1));
-        let hour_ahead = Version { wall_ms: crate::names::wall_ms() + 3_600_000, logical: 0, writer: 0 };
+        let hour_ahead = Version { wall_ms: crate::clock::wall_ms() + 3_600_000, logical: 0, writer: 0 };
         ahead.inner.clock.lock().unwrap().observe(hour_ahead);
 
         bind(&ahead, "doc", 10, Consistency::Quorum).await.unwrap();
@@ -677,7 +677,7 @@ mod names {
         let coordinator = (0..5).find(|i| !holders.contains(i)).unwrap();
         // A write from a peer whose clock runs an hour ahead failed after reaching one
         // holder, the only one that answers before the quorum is met.
-        let ahead = Version { wall_ms: crate::names::wall_ms() + 3_600_000, logical: 0, writer: 0 };
+        let ahead = Version { wall_ms: crate::clock::wall_ms() + 3_600_000, logical: 0, writer: 0 };
         let binding = Binding::Object { id: ObjectId::from(blake3::hash(b"lost")), size: 4 };
         let failed = NameRecord { name: "doc".into(), version: ahead, binding };
         cluster.node(holders[0]).store_local(vec![(failed.key(), codec::encode(&failed).into())]).await.unwrap();
@@ -750,7 +750,7 @@ mod collection {
             for _ in 0..count {
                 tokio::time::advance(NodeConfig::default().gc_interval).await;
                 for index in 0..self.peers.len() {
-                    self.node(index).gc_round().await;
+                    self.node(index).collection_round().await;
                 }
             }
         }
@@ -779,11 +779,12 @@ mod collection {
         node.delete_name("a", Consistency::All).await.unwrap();
 
         // Within the grace period nothing goes.
-        cluster.collection_rounds(rounds_per_grace() - 2).await;
+        cluster.collection_rounds(rounds_per_grace() - 1).await;
         assert_eq!(cluster.holders(&a_only).len(), 3);
 
-        // The manifest goes one grace period after the name; its chunks one more later.
-        cluster.collection_rounds(rounds_per_grace() + 4).await;
+        // The manifest and its own chunk go one grace period after the first round found
+        // the tombstone that kills a's references.
+        cluster.collection_rounds(2).await;
         assert!(cluster.holders(&a_only).is_empty(), "a's own chunk is still stored");
         assert!(cluster.holders(&ItemKey::manifest(a_receipt.id)).is_empty(), "a's manifest is still stored");
         assert_eq!(cluster.holders(&shared).len(), 3, "a chunk b shares went with a");
@@ -805,8 +806,112 @@ mod collection {
 
         cluster.node(1).delete_object(id, Consistency::All).await.unwrap();
         assert!(matches!(cluster.node(1).delete_object(id, Consistency::All).await, Err(NodeError::NotFound(_))));
-        cluster.collection_rounds(2 * rounds_per_grace() + 2).await;
-        assert!(cluster.all_keys().iter().all(|key| key.kind == ItemKind::Name), "only the tombstone is left");
+        cluster.collection_rounds(rounds_per_grace() + 2).await;
+        let left = cluster.all_keys();
+        assert!(
+            left.iter().all(|key| matches!(key.kind, ItemKind::Name | ItemKind::References)),
+            "only the tombstone and dead references are left: {left:?}"
+        );
+    }
+
+    /// Issue 11, defect 1: under mark and sweep, the chunks of an object whose name and
+    /// manifest holders were all away for two grace periods were swept by the peers that
+    /// stayed, and the object was gone when they returned.
+    #[tokio::test(start_paused = true)]
+    async fn an_object_outlives_ten_grace_periods_without_its_reference_holders() {
+        let cluster = Cluster::new(9);
+        cluster.connect_all();
+        let bytes = object(4 * CHUNK_SIZE);
+        let (receipt, _) = cluster.node(0).put_named("kept", body(&bytes), Consistency::All).await.unwrap();
+        let referrers: HashSet<PeerKey> = [shoal_core::names::name_key("kept"), ItemKey::manifest(receipt.id)]
+            .iter()
+            .flat_map(|key| closest(&key.id, &cluster.peers, 3))
+            .collect();
+        let away: Vec<usize> = (0..9).filter(|&i| referrers.contains(&cluster.peers[i])).collect();
+        for &index in &away {
+            cluster.kill(index);
+        }
+        for _ in 0..10 * rounds_per_grace() {
+            tokio::time::advance(NodeConfig::default().gc_interval).await;
+            for index in cluster.live() {
+                cluster.node(index).collection_round().await;
+            }
+        }
+        for &index in &away {
+            cluster.revive(index);
+        }
+        cluster.collection_rounds(2 * rounds_per_grace()).await;
+        for index in 0..9 {
+            assert_eq!(get_all(&cluster.node(index), receipt.id).await.unwrap(), bytes, "from peer {index}");
+        }
+    }
+
+    /// Issue 11, defect 1: when a 3-peer network grows to 9, the old peers are no longer
+    /// the holders of most items; under mark and sweep they heard no marks for them and
+    /// swept them before handoff had moved them.
+    #[tokio::test(start_paused = true)]
+    async fn growing_the_network_while_handoff_lags_loses_nothing() {
+        let mut cluster = Cluster::new(3);
+        cluster.connect_all();
+        let mut objects = Vec::new();
+        for i in 0..6 {
+            let bytes = object(2 * CHUNK_SIZE + i);
+            let id = cluster.node(i % 3).put(body(&bytes), Consistency::All).await.unwrap().id;
+            objects.push((id, bytes));
+        }
+        for _ in 0..6 {
+            cluster.add_peer();
+        }
+        cluster.connect_all();
+        cluster.collection_rounds(3 * rounds_per_grace()).await;
+        for index in 0..9 {
+            cluster.node(index).repair_round().await;
+        }
+        cluster.collection_rounds(2 * rounds_per_grace()).await;
+        for (id, bytes) in &objects {
+            for index in 0..9 {
+                assert_eq!(&get_all(&cluster.node(index), *id).await.unwrap(), bytes, "from peer {index}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_put_that_reuses_chunks_being_collected_keeps_them() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let bytes = object(3 * CHUNK_SIZE);
+        let node = cluster.node(0);
+        let id = node.put(body(&bytes), Consistency::All).await.unwrap().id;
+        node.delete_object(id, Consistency::All).await.unwrap();
+        // Every reference is dead and almost past the grace period when the same bytes are
+        // put again, under another name.
+        cluster.collection_rounds(rounds_per_grace() - 1).await;
+        node.put_named("again", body(&bytes), Consistency::All).await.unwrap();
+        cluster.collection_rounds(3 * rounds_per_grace()).await;
+        for index in 0..5 {
+            assert_eq!(get_all(&cluster.node(index), id).await.unwrap(), bytes, "from peer {index}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_upload_is_reclaimed_once_its_lease_ends() {
+        let cluster = Cluster::new(4);
+        cluster.connect_all();
+        // The client hangs up a second after its first two chunks, which are stored by then.
+        let frames = vec![Ok(object(2 * CHUNK_SIZE)), Err(std::io::Error::other("client hung up"))];
+        let frames = stream::iter(frames).then(|frame| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            frame
+        });
+        cluster.node(0).put(frames, Consistency::All).await.unwrap_err();
+        let chunks = || cluster.all_keys().into_iter().filter(|key| key.kind == ItemKind::Chunk).count();
+        assert_eq!(chunks(), 2);
+        let config = NodeConfig::default();
+        let rounds = |span: Duration| (span.as_secs() / config.gc_interval.as_secs()).max(1);
+        cluster.collection_rounds(rounds(config.upload_lifetime) - 1).await;
+        assert_eq!(chunks(), 2, "kept while the lease runs");
+        cluster.collection_rounds(rounds(config.gc_grace) + 2).await;
+        assert_eq!(chunks(), 0, "reclaimed one grace period after the lease ended");
     }
 
     #[tokio::test(start_paused = true)]
@@ -829,7 +934,7 @@ mod collection {
                 loop {
                     tokio::time::sleep(NodeConfig::default().gc_interval).await;
                     for index in 0..4 {
-                        cluster.node(index).gc_round().await;
+                        cluster.node(index).collection_round().await;
                     }
                 }
             })

@@ -8,20 +8,29 @@
 //! holds a manifest without its chunks' consistency level met or its chunk beside it. An
 //! upload that breaks off leaves no manifest, so nothing half-stored is ever served. An
 //! unnamed object's pin shares the manifest's key, so it rides in the manifest's batch.
+//!
+//! What a put writes is never without a reference that keeps it (see
+//! [`shoal_core::references`]): each chunk goes out with the put's upload lease in its
+//! batch; before the object becomes visible, the put refers to every chunk, and to the
+//! manifest in its own batch, by the version of the name record (or pin) it is about to
+//! write.
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord, merge};
+use shoal_core::references::{References, Referrer, Upload};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{
-    CHUNK_SIZE, ChunkDigest, ChunkRef, Consistency, ItemKey, ItemKind, MAX_OBJECT_SIZE, Manifest, ObjectId, PeerKey,
-    codec,
+    CHUNK_SIZE, ChunkDigest, ChunkId, ChunkRef, Consistency, Hash32, ItemKey, ItemKind, MAX_OBJECT_SIZE, Manifest,
+    ObjectId, PeerKey, codec,
 };
 use shoal_store::Store;
 use tokio::sync::mpsc;
 
+use crate::clock::wall_ms;
 use crate::error::describe_failures;
+use crate::repair::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node, NodeError};
 
 /// Chunks up to this size are hashed on the async thread: about 10 µs of BLAKE3.
@@ -48,6 +57,18 @@ struct StoredChunks {
     /// object's, so it has the manifest's holders and goes out with the manifest in one
     /// batch, one message and one synced write per replica instead of two.
     lone_chunk: Option<(ItemKey, Bytes)>,
+}
+
+/// An object whose chunks are replicated, ready to be bound to a name or pinned.
+pub(crate) struct UnboundObject {
+    pub id: ObjectId,
+    /// The manifest, and the lone chunk of an object under the chunk size: they go out in
+    /// one batch with the reference that keeps them.
+    pub items: Vec<(ItemKey, Bytes)>,
+    /// The replicated chunks, each once, which the binding refers to before it is written.
+    pub chunks: Vec<ChunkId>,
+    /// The upload lease that keeps those chunks until a binding refers to them.
+    pub lease: Upload,
 }
 
 /// What a replicated batch got.
@@ -115,20 +136,22 @@ impl<S: Store, N: Network> Node<S, N> {
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let StoredChunks { manifest, fewest_acks, lone_chunk } = self.store_chunks(body, consistency).await?;
+        let until_ms = wall_ms().saturating_add(self.inner.config.upload_lifetime.as_millis() as u64);
+        let lease = Upload { id: self.inner.clock.lock().expect("never poisoned").tick(wall_ms()), until_ms };
+        let StoredChunks { manifest, fewest_acks, lone_chunk } = self.store_chunks(body, consistency, lease).await?;
         let id = manifest.object_id().expect("a manifest we built is consistent");
         debug_assert!(lone_chunk.as_ref().is_none_or(|(key, _)| key.id == id.0), "a lone chunk's id is the object's");
-        let object: Vec<_> =
-            lone_chunk.into_iter().chain([(ItemKey::manifest(id), codec::encode(&manifest).into())]).collect();
-        let binding = Binding::Object { id, size: manifest.size };
-        let (record, acks) = match name {
-            None => self.write_binding(&id.to_hex(), binding, consistency, object).await?,
-            Some(name) => {
-                let object_acks = self.replicate(object, consistency).await?.acks;
-                let (record, name_acks) = self.write_binding(name, binding, consistency, Vec::new()).await?;
-                (record, object_acks.min(name_acks))
-            }
+        let mut chunks: Vec<ChunkId> = match lone_chunk {
+            Some(_) => Vec::new(),
+            None => manifest.chunks.iter().map(|chunk| chunk.id).collect(),
         };
+        chunks.sort_unstable_by_key(|chunk| chunk.0);
+        chunks.dedup();
+        let items = lone_chunk.into_iter().chain([(ItemKey::manifest(id), codec::encode(&manifest).into())]).collect();
+        let object = UnboundObject { id, items, chunks, lease };
+        let binding = Binding::Object { id, size: manifest.size };
+        let name = name.map_or_else(|| id.to_hex(), str::to_owned);
+        let (record, acks) = self.write_binding(&name, binding, consistency, Some(&object)).await?;
         let receipt = PutReceipt {
             id,
             size: manifest.size,
@@ -140,10 +163,15 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok((receipt, record))
     }
 
-    /// Replicates the chunks of the object streamed in `body`, but a lone chunk, and
-    /// returns its manifest. Until a manifest and a name or pin refer to them, collection
-    /// may remove the chunks after the grace period.
-    async fn store_chunks<B, E>(&self, body: B, consistency: Consistency) -> Result<StoredChunks, NodeError>
+    /// Replicates the chunks of the object streamed in `body`, but a lone chunk, each with
+    /// the upload `lease` that keeps it until the object refers to it, and returns the
+    /// object's manifest.
+    async fn store_chunks<B, E>(
+        &self,
+        body: B,
+        consistency: Consistency,
+        lease: Upload,
+    ) -> Result<StoredChunks, NodeError>
     where
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -157,7 +185,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut size = 0u64;
         let mut fewest_acks = usize::MAX;
         let mut body_done = false;
-        let mut marked_at = tokio::time::Instant::now();
+        let lease: Bytes = codec::encode(&References::of(Referrer::Upload(lease))).into();
 
         loop {
             if body_done && chunks.is_empty() && ready.len() == 1 {
@@ -173,7 +201,7 @@ impl<S: Store, N: Network> Node<S, N> {
             {
                 let index = chunks.len();
                 chunks.push(None);
-                in_flight.push(self.put_chunk(index, chunk, consistency));
+                in_flight.push(self.put_chunk(index, chunk, lease.clone(), consistency));
             }
             if body_done && ready.is_empty() && in_flight.is_empty() {
                 break;
@@ -183,14 +211,6 @@ impl<S: Store, N: Network> Node<S, N> {
                     let (index, chunk, acks) = done?;
                     chunks[index] = Some(chunk);
                     fewest_acks = fewest_acks.min(acks);
-                }
-                // Nothing refers to the chunks written so far until the manifest and the
-                // name or pin exist: keep collection off them while a long put runs.
-                () = tokio::time::sleep_until(marked_at + self.inner.config.gc_interval) => {
-                    marked_at = tokio::time::Instant::now();
-                    let written = chunks.iter().flatten().map(|chunk| ItemKey::chunk(chunk.id)).collect();
-                    let node = self.clone();
-                    tokio::spawn(async move { node.mark_everywhere(written).await });
                 }
                 frame = body.next(), if !body_done && ready.is_empty() && in_flight.len() < window => match frame {
                     Some(Ok(bytes)) => {
@@ -225,15 +245,112 @@ impl<S: Store, N: Network> Node<S, N> {
             .expect("hashing does not panic")
     }
 
+    /// Replicates chunk `index` with the upload's `lease` in its batch.
     async fn put_chunk(
         &self,
         index: usize,
         bytes: Bytes,
+        lease: Bytes,
         consistency: Consistency,
     ) -> Result<(usize, ChunkRef, usize), NodeError> {
         let digest = Self::digest(index, bytes.clone()).await;
-        let replicated = self.replicate(vec![(ItemKey::chunk(digest.id), bytes)], consistency).await?;
+        let items = vec![(ItemKey::chunk(digest.id), bytes), (ItemKey::references(digest.id.0), lease)];
+        let replicated = self.replicate(items, consistency).await?;
         Ok((index, digest.into(), replicated.acks))
+    }
+
+    /// Writes `object` so that `record` refers to it: a reference to every chunk on its
+    /// holders (which ends the upload's lease there: the binding keeps them now), then the
+    /// manifest (and lone chunk) with its own reference in one batch, all at
+    /// `consistency`, then the record itself (in that batch for a pin, which shares the
+    /// manifest's id). Fails without writing the record if the lease has run out:
+    /// collection may have started on the chunks.
+    pub(crate) async fn write_bound_object(
+        &self,
+        record: &NameRecord,
+        object: &UnboundObject,
+        consistency: Consistency,
+    ) -> Result<Replicated, NodeError> {
+        if !object.chunks.is_empty() && wall_ms() > object.lease.until_ms {
+            return Err(NodeError::Unavailable {
+                what: format!("object {}", object.id),
+                failures: format!("the upload took longer than {:?}", self.inner.config.upload_lifetime),
+            });
+        }
+        let referrer = Referrer::Binding { name: record.key().id, version: record.version };
+        let lease = Referrer::Upload(object.lease);
+        let mut chunk_references = References::of(lease);
+        chunk_references.kill(&lease, wall_ms());
+        chunk_references.merge(&References::of(referrer));
+        let chunk_acks = self.refer(&object.chunks, &chunk_references, consistency).await?;
+        let mut items = object.items.clone();
+        items.push((ItemKey::references(object.id.0), codec::encode(&References::of(referrer)).into()));
+        let record_item = (record.key(), Bytes::from(codec::encode(record)));
+        let mut replicated = if record.key().id == object.id.0 {
+            items.push(record_item);
+            self.replicate(items, consistency).await?
+        } else {
+            let object_acks = self.replicate(items, consistency).await?.acks;
+            let mut replicated = self.replicate(vec![record_item], consistency).await?;
+            replicated.acks = replicated.acks.min(object_acks);
+            replicated
+        };
+        replicated.acks = replicated.acks.min(chunk_acks);
+        Ok(replicated)
+    }
+
+    /// Merges `set` into the reference sets of `chunks` on their holders, one request per
+    /// holder, and returns the fewest acks a chunk got (`usize::MAX` if there are none)
+    /// once every chunk has what `consistency` asks for.
+    async fn refer(&self, chunks: &[ChunkId], set: &References, consistency: Consistency) -> Result<usize, NodeError> {
+        let required = consistency.required(self.inner.config.replication_factor);
+        let mut by_holder: std::collections::BTreeMap<PeerKey, Vec<Hash32>> = Default::default();
+        for chunk in chunks {
+            for holder in self.placement(&ItemKey::chunk(*chunk)).await? {
+                by_holder.entry(holder).or_default().push(chunk.0);
+            }
+        }
+        let answers = futures::future::join_all(by_holder.iter().flat_map(|(holder, ids)| {
+            ids.chunks(MAX_KEYS_PER_REQUEST).map(move |ids| {
+                let sets = ids.iter().map(|id| (*id, set.clone())).collect();
+                async move { (holder, ids, self.refer_on(holder, sets).await) }
+            })
+        }))
+        .await;
+        let mut acks: std::collections::HashMap<Hash32, usize> = Default::default();
+        let mut failures = Vec::new();
+        for (holder, ids, answer) in answers {
+            match answer {
+                Ok(()) => ids.iter().for_each(|id| *acks.entry(*id).or_default() += 1),
+                Err(reason) => failures.push((holder.to_string(), reason)),
+            }
+        }
+        let mut fewest = usize::MAX;
+        for chunk in chunks {
+            let got = acks.get(&chunk.0).copied().unwrap_or(0);
+            if got < required {
+                return Err(NodeError::InsufficientAcks {
+                    key: ItemKey::references(chunk.0),
+                    got,
+                    required,
+                    failures: describe_failures(&failures),
+                });
+            }
+            fewest = fewest.min(got);
+        }
+        Ok(fewest)
+    }
+
+    async fn refer_on(&self, peer: &PeerKey, sets: Vec<(Hash32, References)>) -> Result<(), String> {
+        if peer == self.local_peer() {
+            return self.store_references(sets).await.map_err(|e| e.to_string());
+        }
+        match self.inner.network.request(peer, Request::Refer { sets }).await {
+            Ok(Response::Referred) => Ok(()),
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Writes items that share one id (hence their R closest peers) to those peers, one

@@ -82,6 +82,7 @@ suite!(
     empty_chunk_works,
     full_size_chunk_works,
     newer_name_records_win_and_older_ones_never_return,
+    reference_sets_merge_and_survive_reopen,
 );
 
 type Item = (ItemKey, Bytes);
@@ -344,4 +345,40 @@ fn newer_name_records_win_and_older_ones_never_return<H: Harness>(harness: H) {
     store.put(&[first.clone(), second]).unwrap();
     assert_eq!(store.get(&first.0).unwrap(), Some(deleted.1), "a deleted name came back");
     assert_eq!(store.stats().items, 1);
+}
+
+fn reference_set(references: &shoal_core::references::References) -> Item {
+    (ItemKey::references([7; 32]), codec::encode(references).into())
+}
+
+fn reference_sets_merge_and_survive_reopen<H: Harness>(harness: H) {
+    use shoal_core::names::Version;
+    use shoal_core::references::{References, Referrer, Upload};
+    let lease = |writer| Referrer::Upload(Upload { id: Version { wall_ms: 1, logical: 0, writer }, until_ms: 9 });
+    let (first, second) = (References::of(lease(1)), References::of(lease(2)));
+    let mut both = first.clone();
+    both.merge(&second);
+    let mut first_dead = first.clone();
+    first_dead.kill(&lease(1), 5);
+
+    let mut expected = both.clone();
+    expected.kill(&lease(1), 5);
+
+    let store = harness.open();
+    assert_eq!(store.put(&[reference_set(&first)]).unwrap(), []);
+    assert_eq!(store.put(&[reference_set(&second)]).unwrap(), [reference_set(&both)], "the merge is reported");
+    assert_eq!(store.put(&[reference_set(&first_dead)]).unwrap(), [reference_set(&expected)]);
+    assert_eq!(store.put(&[reference_set(&first)]).unwrap(), [reference_set(&expected)], "a dead entry stays dead");
+    assert_eq!(store.put(&[reference_set(&expected)]).unwrap(), [], "an equal copy is not reported");
+    let store = if H::PERSISTENT {
+        drop(store);
+        harness.open()
+    } else {
+        store
+    };
+    assert_eq!(store.get(&reference_set(&expected).0).unwrap(), Some(reference_set(&expected).1));
+    assert_eq!(store.stats().items, 1);
+
+    let empty = reference_set(&References::default());
+    assert!(matches!(store.put(&[empty]), Err(StoreError::Invalid { .. })), "an empty set is refused");
 }

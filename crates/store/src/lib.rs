@@ -35,8 +35,9 @@ pub trait Store: Send + Sync + 'static {
     /// Verifies every item against its key (nothing is written if any fails), then writes them
     /// as one atomic batch and returns only after the write-ahead log is synced (that is what a
     /// durable ack means). Items already present are not counted twice in stats. Returns the
-    /// stored copies that stay in place of a given value they win over (a newer version of a
-    /// name record): empty when every value given is what the store now holds.
+    /// stored copies that stay in place of a given value: one that wins over it (a newer
+    /// version of a name record) or the merge of both (a reference set). Empty when every
+    /// value given is what the store now holds.
     fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError>;
 
     /// The item if present, verified against its key on every read: bytes that do not match

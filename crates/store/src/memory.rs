@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use shoal_core::{ItemKey, ItemKind, supersedes, verify_item};
+use shoal_core::{ItemKey, ItemKind, Kept, resolve, verify_item};
 
 use crate::{Store, StoreError, StoreStats};
 
@@ -58,16 +58,27 @@ impl Store for MemoryStore {
         }
         let mut inner = self.inner();
         let mut kept = Vec::new();
-        for (key, value) in items {
-            // As in RocksStore: a verified copy stays unless the new one supersedes it.
+        for (key, given) in items {
+            // As in RocksStore: a verified copy stays unless the new one supersedes it or
+            // merges with it.
             let old = inner.items.get(key).cloned();
-            if let Some(old) = old.as_ref().filter(|old| verify_item(key, old).is_ok() && !supersedes(key, old, value))
-            {
-                if old != value {
-                    kept.push((*key, old.clone()));
-                }
-                continue;
-            }
+            let value = match old.as_ref().filter(|old| verify_item(key, old).is_ok()) {
+                Some(old) => match resolve(key, old, given) {
+                    Kept::Old => {
+                        if old != given {
+                            kept.push((*key, old.clone()));
+                        }
+                        continue;
+                    }
+                    Kept::New => given.clone(),
+                    Kept::Merged(merged) => {
+                        let merged = Bytes::from(merged);
+                        kept.push((*key, merged.clone()));
+                        merged
+                    }
+                },
+                None => given.clone(),
+            };
             inner.items.insert(*key, value.clone());
             let new_bytes = value.len() as u64;
             match old {

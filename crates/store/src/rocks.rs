@@ -30,7 +30,7 @@ use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind, Options, ReadOptions,
     WriteBatch, WriteOptions,
 };
-use shoal_core::{ItemKey, ItemKind, supersedes, verify_item};
+use shoal_core::{ItemKey, ItemKind, Kept, resolve, verify_item};
 
 use crate::chunk_files::ChunkFiles;
 use crate::{Store, StoreError, StoreStats};
@@ -150,34 +150,42 @@ impl Store for RocksStore {
         let mut files = Vec::new();
         let mut kept = Vec::new();
         let (mut items_added, mut bytes_delta) = (0, 0i64);
-        for (key, value) in unique {
-            let old_len = match self.read_raw(key)? {
+        for (key, given) in unique {
+            let (value, old_len) = match self.read_raw(key)? {
                 // A verified copy is already durable (the put that wrote it synced before
                 // releasing this stripe); it stays unless the new one supersedes it (a newer
-                // version of a name record).
-                Some(old) if verify_item(key, &old).is_ok() && !supersedes(key, &old, value) => {
-                    if old != **value {
-                        kept.push((*key, Bytes::from(old)));
+                // version of a name record) or merges with it (a reference set).
+                Some(old) if verify_item(key, &old).is_ok() => match resolve(key, &old, given) {
+                    Kept::Old => {
+                        if old != **given {
+                            kept.push((*key, Bytes::from(old)));
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                // A name record it supersedes, or corrupt bytes that the verified value replaces.
-                Some(old) => old.len(),
+                    Kept::New => (given.clone(), old.len()),
+                    Kept::Merged(merged) => {
+                        let merged = Bytes::from(merged);
+                        kept.push((*key, merged.clone()));
+                        (merged, old.len())
+                    }
+                },
+                // Corrupt bytes that the verified value replaces.
+                Some(old) => (given.clone(), old.len()),
                 None => {
                     items_added += 1;
-                    0
+                    (given.clone(), 0)
                 }
             };
             bytes_delta += value.len() as i64 - old_len as i64;
             if in_file(key, value.len()) {
                 files.push((key, value));
             } else {
-                batch.put_cf(self.family(key.kind), key.id, value);
+                batch.put_cf(self.family(key.kind), key.id, &value);
             }
         }
         // Chunks before the batch that may hold their manifest.
         for (key, value) in files {
-            self.files.write(key, value).map_err(io("write a chunk file"))?;
+            self.files.write(key, &value).map_err(io("write a chunk file"))?;
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &synced()).map_err(engine("write"))?;
@@ -282,9 +290,9 @@ fn family_options(kind: ItemKind) -> Options {
             options.set_write_buffer_size(CHUNK_MEMTABLE_BYTES);
             options.set_max_write_buffer_number(2);
         }
-        // Manifests (64 bytes a chunk) and name records are small and read whole: inline
+        // Manifests (64 bytes a chunk), name records and reference sets are small and read whole: inline
         // values suit them.
-        ItemKind::Manifest | ItemKind::Name => {}
+        ItemKind::Manifest | ItemKind::Name | ItemKind::References => {}
     }
     options
 }

@@ -1,0 +1,229 @@
+//! Space reclamation: a chunk or manifest is deleted only once every reference it ever
+//! had is dead, by positive evidence, on every one of its holders.
+//!
+//! References ([`shoal_core::references`]) live in a reference set beside the items they
+//! keep, on the same holders, are written before the object that needs them is visible,
+//! and are repaired by anti-entropy like every other item. Each collection round, every
+//! peer
+//! 1. looks for evidence against the live entries of the sets it holds: an upload lease
+//!    past its deadline, or, for a binding reference, a record of that name with a newer
+//!    version on one of the name's holders (newest wins, so the referring version can
+//!    never come back). A holder that does not answer, an unreadable record or a name with
+//!    no record at all prove nothing: the entry stays live;
+//! 2. for each set whose entries have all been dead for `gc_grace`, asks every holder of
+//!    the id for its set and merges the answers in. Only if every holder answered and the
+//!    merged set is still all dead does it delete its chunk and manifest of that id,
+//!    under the key's lock after reading the set once more, so a put that refers to the
+//!    item again meanwhile keeps it;
+//! 3. forgets sets that have been all dead for `tombstone_lifetime` and keep nothing here.
+//!
+//! A shared chunk has one entry per object version that uses it, so deleting one object
+//! leaves it to the others. A put that reuses a chunk being collected adds its lease to the
+//! chunk's set in the chunk's own batch, so every holder that acknowledges the put keeps
+//! (or writes again) the chunk. Outages and partitions only delay all of this.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use futures::stream::{self, StreamExt};
+use shoal_core::names::Version;
+use shoal_core::references::{References, Referrer};
+use shoal_core::{Hash32, ItemKey, ItemKind, codec};
+use shoal_store::Store;
+use tracing::{debug, info, warn};
+
+use crate::clock::wall_ms;
+use crate::{Network, Node};
+
+/// Name records looked up at once while looking for evidence.
+const LOOKUPS_IN_FLIGHT: usize = 16;
+
+impl<S: Store, N: Network> Node<S, N> {
+    /// Runs collection rounds for as long as the future is polled.
+    pub(crate) async fn run_collection(self) {
+        loop {
+            tokio::time::sleep(self.inner.config.gc_interval).await;
+            self.collection_round().await;
+        }
+    }
+
+    /// One round: gather evidence against live references, delete what every holder
+    /// agrees nothing refers to, forget old dead reference sets.
+    pub async fn collection_round(&self) {
+        let mut sets = self.local_reference_sets().await;
+        let now = wall_ms();
+        let newest = self.newest_versions(&sets).await;
+        let mut killed = Vec::new();
+        for (id, set) in &mut sets {
+            let mut changed = set.expire_uploads(now);
+            let superseded: Vec<Referrer> = set
+                .live()
+                .filter(|referrer| match referrer {
+                    Referrer::Binding { name, version } => newest.get(name).is_some_and(|newest| newest > version),
+                    Referrer::Upload(_) => false,
+                })
+                .collect();
+            for referrer in &superseded {
+                changed |= set.kill(referrer, now);
+            }
+            if changed {
+                killed.push((*id, set.clone()));
+            }
+        }
+        if !killed.is_empty()
+            && let Err(error) = self.store_references(killed).await
+        {
+            warn!("collection cannot record dead references: {error}");
+            return;
+        }
+        let grace = self.inner.config.gc_grace.as_millis() as u64;
+        for (id, set) in sets.into_iter().filter(|(_, set)| set.dead_for(grace, now)) {
+            self.collect(id, set, now).await;
+        }
+    }
+
+    /// The reference sets this peer holds. A set that cannot be read is left out, so
+    /// nothing it keeps is collected this round.
+    async fn local_reference_sets(&self) -> Vec<(Hash32, References)> {
+        let keys: Vec<ItemKey> = {
+            let index = self.inner.index.lock().expect("never poisoned");
+            let keys = index.occupied().flat_map(|(_, keys)| keys.keys().copied());
+            keys.filter(|key| key.kind == ItemKind::References).collect()
+        };
+        let mut sets = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.fetch_local(key).await {
+                Ok(Some(value)) => sets.push((key.id, codec::decode(&value).expect("verified by the store"))),
+                Ok(None) => {}
+                Err(reason) => debug!(item = ?key, "collection skips a reference set: {reason}"),
+            }
+        }
+        sets
+    }
+
+    /// For every name that a live binding reference among `sets` names, the newest
+    /// version of its record that any of its holders answered with. Names none of whose
+    /// holders answered with a record are absent: that proves nothing.
+    async fn newest_versions(&self, sets: &[(Hash32, References)]) -> HashMap<Hash32, Version> {
+        let mut names: Vec<Hash32> = sets
+            .iter()
+            .flat_map(|(_, set)| set.live())
+            .filter_map(|referrer| match referrer {
+                Referrer::Binding { name, .. } => Some(name),
+                Referrer::Upload(_) => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let view = self.view();
+        let view = &view;
+        stream::iter(names)
+            .map(|name| async move {
+                let key = ItemKey { kind: ItemKind::Name, id: name };
+                let mut newest = None;
+                for holder in self.holders(view, &key) {
+                    match self.fetch_record(&holder, key).await {
+                        Ok(Some(record)) => newest = newest.max(Some(record.version)),
+                        Ok(None) => {}
+                        Err(reason) => debug!(%holder, item = ?key, "no evidence from a name holder: {reason}"),
+                    }
+                }
+                newest.map(|newest| (name, newest))
+            })
+            .buffer_unordered(LOOKUPS_IN_FLIGHT)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
+    }
+
+    /// Deletes the chunk and manifest of `id` held here, if every holder of the id agrees
+    /// that every reference to them has been dead for the grace period; forgets `set`
+    /// once it is old and keeps nothing here.
+    async fn collect(&self, id: Hash32, mut set: References, now: u64) {
+        let kept = [ItemKey::chunk(shoal_core::ChunkId(id)), ItemKey::manifest(shoal_core::ObjectId(id))];
+        let held: Vec<ItemKey> = {
+            let index = self.inner.index.lock().expect("never poisoned");
+            kept.into_iter().filter(|key| index.contains(key)).collect()
+        };
+        let references = ItemKey::references(id);
+        if held.is_empty() {
+            if set.dead_for(self.inner.config.tombstone_lifetime.as_millis() as u64, now) {
+                self.forget_references(references, now).await;
+            }
+            return;
+        }
+        let view = self.view();
+        for holder in self.holders(&view, &references).iter().filter(|holder| *holder != self.local_peer()) {
+            match self.fetch_remote(holder, references).await {
+                Ok(Some(value)) => match shoal_core::verify_item(&references, &value) {
+                    Ok(()) => set.merge(&codec::decode(&value).expect("verified above")),
+                    Err(error) => return debug!(%holder, ?references, "collection waits: a bad set: {error}"),
+                },
+                Ok(None) => {}
+                Err(reason) => return debug!(%holder, ?references, "collection waits for a holder: {reason}"),
+            }
+        }
+        let grace = self.inner.config.gc_grace.as_millis() as u64;
+        if !set.dead_for(grace, now) {
+            // A holder knows a reference this peer had not heard of: learn it.
+            if let Err(error) = self.store_references(vec![(id, set)]).await {
+                warn!(?references, "cannot record references: {error}");
+            }
+            return;
+        }
+        let _key = self.lock_key(&references).await;
+        let mut local = match self.with_store(move |store| store.get(&references)).await {
+            Ok(Some(value)) => codec::decode::<References>(&value).expect("verified by the store"),
+            Ok(None) => return,
+            Err(error) => return warn!(?references, "collection cannot re-read a set: {error}"),
+        };
+        local.merge(&set);
+        if !local.dead_for(grace, now) {
+            return;
+        }
+        for key in held {
+            match self.with_store(move |store| Ok((store.get(&key)?.map_or(0, |v| v.len()), store.delete(&key)?))).await
+            {
+                Ok((len, _)) => {
+                    self.inner.index.lock().expect("never poisoned").remove(&key);
+                    self.inner.counters.collected_items.fetch_add(1, Ordering::Relaxed);
+                    self.inner.counters.collected_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    info!(item = ?key, "collected: every reference to it is dead");
+                }
+                Err(error) => warn!(item = ?key, "cannot collect: {error}"),
+            }
+        }
+    }
+
+    /// Deletes a reference set that has been all dead for the tombstone lifetime, checked
+    /// again under the key's lock.
+    async fn forget_references(&self, references: ItemKey, now: u64) {
+        let lifetime = self.inner.config.tombstone_lifetime.as_millis() as u64;
+        let _key = self.lock_key(&references).await;
+        let result = self
+            .with_store(move |store| match store.get(&references)? {
+                Some(value) if codec::decode::<References>(&value).expect("verified").dead_for(lifetime, now) => {
+                    store.delete(&references)
+                }
+                _ => Ok(false),
+            })
+            .await;
+        match result {
+            Ok(true) => {
+                self.inner.index.lock().expect("never poisoned").remove(&references);
+            }
+            Ok(false) => {}
+            Err(error) => warn!(?references, "cannot forget a dead reference set: {error}"),
+        }
+    }
+
+    /// Whether this peer holds a reference set for `id` whose every entry is dead: its
+    /// chunk and manifest are being collected, so repair must not fetch them back.
+    pub(crate) async fn unreferenced(&self, id: Hash32) -> bool {
+        let references = ItemKey::references(id);
+        match self.with_store(move |store| store.get(&references)).await {
+            Ok(Some(value)) => codec::decode::<References>(&value).is_ok_and(|set| set.dead_for(0, u64::MAX)),
+            Ok(None) | Err(_) => false,
+        }
+    }
+}
