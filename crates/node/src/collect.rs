@@ -7,20 +7,22 @@
 //! peer
 //! 1. looks for evidence against the live entries of the sets it holds: an upload lease
 //!    past its deadline, or, for a binding reference, a record of that name with a newer
-//!    version on one of the name's holders (newest wins, so the referring version can
-//!    never come back). A holder that does not answer, an unreadable record or a name with
-//!    no record at all prove nothing: the entry stays live;
-//! 2. for each set whose entries have all been dead for `gc_grace`, asks every holder of
-//!    the id for its set and merges the answers in. Only if every holder answered and the
-//!    merged set is still all dead does it delete its chunk and manifest of that id,
-//!    under the key's lock after reading the set once more, so a put that refers to the
-//!    item again meanwhile keeps it;
+//!    version on a quorum of the name's holders (newest wins, so the referring version
+//!    can never come back, and a quorum keeps that newer record through the loss of any
+//!    one disk). A holder that does not answer, an unreadable record or a name with no
+//!    record at all prove nothing: the entry stays live;
+//! 2. for each set whose entries have all been dead for `gc_grace`, asks all R holders of
+//!    the id for their sets and merges the answers in. Only if each of them answered with
+//!    a set, and this peer can prove every binding of the merge dead by its own evidence
+//!    (so a peer that sends deaths it cannot back deletes nothing), does it delete its
+//!    chunk and manifest of that id, under the key's lock after reading the set once
+//!    more, so a put that refers to the item again meanwhile keeps it;
 //! 3. forgets sets that have been all dead for `tombstone_lifetime` and keep nothing here.
 //!
 //! A shared chunk has one entry per object version that uses it, so deleting one object
 //! leaves it to the others. A put that reuses a chunk being collected adds its lease to the
-//! chunk's set in the chunk's own batch, so every holder that acknowledges the put keeps
-//! (or writes again) the chunk. Outages and partitions only delay all of this.
+//! chunk's set in the chunk's own batch, so every holder that acknowledges the chunk keeps
+//! (or writes again) it. Outages and partitions only delay all of this.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -28,7 +30,7 @@ use std::sync::atomic::Ordering;
 use futures::stream::{self, StreamExt};
 use shoal_core::names::Version;
 use shoal_core::references::{References, Referrer};
-use shoal_core::{Hash32, ItemKey, ItemKind, codec};
+use shoal_core::{Consistency, Hash32, ItemKey, ItemKind, codec};
 use shoal_store::Store;
 use tracing::{debug, info, warn};
 
@@ -51,8 +53,11 @@ impl<S: Store, N: Network> Node<S, N> {
     /// agrees nothing refers to, forget old dead reference sets.
     pub async fn collection_round(&self) {
         let mut sets = self.local_reference_sets().await;
+        let grace = self.inner.config.gc_grace.as_millis() as u64;
+        let candidates: Vec<Hash32> =
+            sets.iter().filter(|(_, set)| set.dead_for(grace, wall_ms())).map(|(id, _)| *id).collect();
+        let newest = self.newest_versions(&sets, &candidates).await;
         let now = wall_ms();
-        let newest = self.newest_versions(&sets).await;
         let mut killed = Vec::new();
         for (id, set) in &mut sets {
             let mut changed = set.expire_uploads(now);
@@ -76,9 +81,8 @@ impl<S: Store, N: Network> Node<S, N> {
             warn!("collection cannot record dead references: {error}");
             return;
         }
-        let grace = self.inner.config.gc_grace.as_millis() as u64;
-        for (id, set) in sets.into_iter().filter(|(_, set)| set.dead_for(grace, now)) {
-            self.collect(id, set, now).await;
+        for (id, set) in sets.into_iter().filter(|(id, _)| candidates.contains(id)) {
+            self.collect(id, set, &newest, now).await;
         }
     }
 
@@ -101,13 +105,16 @@ impl<S: Store, N: Network> Node<S, N> {
         sets
     }
 
-    /// For every name that a live binding reference among `sets` names, the newest
-    /// version of its record that any of its holders answered with. Names none of whose
-    /// holders answered with a record are absent: that proves nothing.
-    async fn newest_versions(&self, sets: &[(Hash32, References)]) -> HashMap<Hash32, Version> {
-        let mut names: Vec<Hash32> = sets
-            .iter()
-            .flat_map(|(_, set)| set.live())
+    /// For every name that a live binding reference among `sets`, or any binding of the
+    /// `candidates` sets, names: the newest version that a quorum of its holders holds a
+    /// record at least as new as. Names without such a quorum are absent: that proves
+    /// nothing.
+    async fn newest_versions(&self, sets: &[(Hash32, References)], candidates: &[Hash32]) -> HashMap<Hash32, Version> {
+        let referrers = sets.iter().flat_map(|(id, set)| {
+            let all = candidates.contains(id).then(|| set.entries().map(|(referrer, _)| *referrer));
+            set.live().chain(all.into_iter().flatten())
+        });
+        let mut names: Vec<Hash32> = referrers
             .filter_map(|referrer| match referrer {
                 Referrer::Binding { name, .. } => Some(name),
                 Referrer::Upload(_) => None,
@@ -117,18 +124,20 @@ impl<S: Store, N: Network> Node<S, N> {
         names.dedup();
         let view = self.view();
         let view = &view;
+        let quorum = Consistency::Quorum.required(self.inner.config.replication_factor);
         stream::iter(names)
             .map(|name| async move {
                 let key = ItemKey { kind: ItemKind::Name, id: name };
-                let mut newest = None;
+                let mut versions = Vec::new();
                 for holder in self.holders(view, &key) {
                     match self.fetch_record(&holder, key).await {
-                        Ok(Some(record)) => newest = newest.max(Some(record.version)),
+                        Ok(Some(record)) => versions.push(record.version),
                         Ok(None) => {}
                         Err(reason) => debug!(%holder, item = ?key, "no evidence from a name holder: {reason}"),
                     }
                 }
-                newest.map(|newest| (name, newest))
+                versions.sort_unstable_by(|a, b| b.cmp(a));
+                versions.get(quorum - 1).map(|newest| (name, *newest))
             })
             .buffer_unordered(LOOKUPS_IN_FLIGHT)
             .filter_map(std::future::ready)
@@ -136,10 +145,11 @@ impl<S: Store, N: Network> Node<S, N> {
             .await
     }
 
-    /// Deletes the chunk and manifest of `id` held here, if every holder of the id agrees
-    /// that every reference to them has been dead for the grace period; forgets `set`
-    /// once it is old and keeps nothing here.
-    async fn collect(&self, id: Hash32, mut set: References, now: u64) {
+    /// Deletes the chunk and manifest of `id` held here, if all R holders of the id agree
+    /// that every reference to them has been dead for the grace period and `newest` (this
+    /// round's evidence) proves each of those deaths; forgets `set` once it is old and
+    /// keeps nothing here.
+    async fn collect(&self, id: Hash32, mut set: References, newest: &HashMap<Hash32, Version>, now: u64) {
         let kept = [ItemKey::chunk(shoal_core::ChunkId(id)), ItemKey::manifest(shoal_core::ObjectId(id))];
         let held: Vec<ItemKey> = {
             let index = self.inner.index.lock().expect("never poisoned");
@@ -153,18 +163,25 @@ impl<S: Store, N: Network> Node<S, N> {
             return;
         }
         let view = self.view();
-        for holder in self.holders(&view, &references).iter().filter(|holder| *holder != self.local_peer()) {
+        let holders = self.holders(&view, &references);
+        if holders.len() < self.inner.config.replication_factor {
+            return debug!(?references, "collection waits for a full holder set");
+        }
+        for holder in holders.iter().filter(|holder| *holder != self.local_peer()) {
             match self.fetch_remote(holder, references).await {
                 Ok(Some(value)) => match shoal_core::verify_item(&references, &value) {
                     Ok(()) => set.merge(&codec::decode(&value).expect("verified above")),
                     Err(error) => return debug!(%holder, ?references, "collection waits: a bad set: {error}"),
                 },
-                Ok(None) => {}
+                Ok(None) => return debug!(%holder, ?references, "collection waits for a holder's references"),
                 Err(reason) => return debug!(%holder, ?references, "collection waits for a holder: {reason}"),
             }
         }
         let grace = self.inner.config.gc_grace.as_millis() as u64;
-        if !set.dead_for(grace, now) {
+        let proven = |set: &References| {
+            set.dead_for(grace, now) && set.entries().all(|(referrer, _)| Self::proven_dead(referrer, newest))
+        };
+        if !proven(&set) {
             // A holder knows a reference this peer had not heard of: learn it.
             if let Err(error) = self.store_references(vec![(id, set)]).await {
                 warn!(?references, "cannot record references: {error}");
@@ -178,7 +195,7 @@ impl<S: Store, N: Network> Node<S, N> {
             Err(error) => return warn!(?references, "collection cannot re-read a set: {error}"),
         };
         local.merge(&set);
-        if !local.dead_for(grace, now) {
+        if !proven(&local) {
             return;
         }
         for key in held {
@@ -192,6 +209,17 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
                 Err(error) => warn!(item = ?key, "cannot collect: {error}"),
             }
+        }
+    }
+
+    /// Whether this peer's own evidence shows that a dead `referrer` keeps nothing. A
+    /// binding needs a quorum of its name's holders holding a newer record; a lease's
+    /// death is its coordinator's word (the put referred its chunks to a binding) or its
+    /// deadline, so the set's say-so is taken.
+    fn proven_dead(referrer: &Referrer, newest: &HashMap<Hash32, Version>) -> bool {
+        match referrer {
+            Referrer::Upload(_) => true,
+            Referrer::Binding { name, version } => newest.get(name).is_some_and(|newest| newest > version),
         }
     }
 

@@ -5,7 +5,7 @@
 //! answers from as many as the consistency level says, returns the winner of their
 //! versions, and (at QUORUM and ALL) writes the winner back to holders that answered with
 //! an older version or none. A write sends a version from the hybrid clock; a holder that
-//! keeps a newer record binding something else sends it back, and the coordinator moves
+//! keeps a newer record sends it back, and the coordinator moves
 //! its clock past that record and writes again. With R + W > N, every write acknowledged
 //! before is on a holder that answers the write, so the write that succeeds is newer than
 //! all of them (or they bind the same thing).
@@ -258,7 +258,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Writes `binding` for `name`, after `object` (the object it binds, whose references
     /// must name the record's version first), as a version newer than every one this peer
-    /// has seen; while holders answer with a newer record binding something else, writes
+    /// has seen; while holders answer with a newer record, writes
     /// again past it. Returns the record written and the acks it got.
     pub(crate) async fn write_binding(
         &self,

@@ -19,7 +19,8 @@ use tracing::warn;
 use crate::index::KeyIndex;
 use crate::membership::Membership;
 use crate::repair::{
-    MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit, RepairCounters, RepairStatus,
+    MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_HAVE, MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit,
+    RepairCounters, RepairStatus,
 };
 use crate::{Network, NodeError};
 
@@ -126,7 +127,7 @@ pub(crate) struct Inner<S, N> {
     /// Corrupt local items being replaced right now.
     pub corrupt_in_repair: Mutex<HashSet<ItemKey>>,
     /// Local copies that failed verification and wait for a verified copy to replace
-    /// them; collection makes no sweep while a reference (name or manifest) is among them.
+    /// them (so reads that find one again do not start another repair).
     pub quarantined: Mutex<HashSet<ItemKey>>,
     /// Striped by key: held across a store write or delete and the index update after it.
     pub key_locks: Vec<tokio::sync::Mutex<()>>,
@@ -361,7 +362,7 @@ impl<S: Store, N: Network> Node<S, N> {
             Request::BucketKeys { buckets } if buckets.len() <= MAX_BUCKETS_PER_KEYS_REQUEST => {
                 Response::Keys(self.bucket_keys(&buckets))
             }
-            Request::Have { keys } if keys.len() <= MAX_KEYS_PER_REQUEST => Response::Have(self.have(&keys)),
+            Request::Have { keys } if keys.len() <= MAX_KEYS_PER_HAVE => Response::Have(self.have(keys).await),
             Request::ListNames { prefix } => match self.local_names(&prefix).await {
                 Ok(records) => Response::Names(records),
                 Err(reason) => Response::Failed(reason),

@@ -43,8 +43,11 @@ pub(crate) const MAX_NODES_PER_REQUEST: usize = 4096;
 /// Most buckets one `BucketKeys` request may name: at a million keys per peer (15 a
 /// bucket) the answer stays near 200 KiB, far under the frame limit.
 pub(crate) const MAX_BUCKETS_PER_KEYS_REQUEST: usize = 256;
-/// Most keys one `Have` request may name.
+/// Most keys one request names.
 pub(crate) const MAX_KEYS_PER_REQUEST: usize = 16384;
+/// Most keys one `Have` request may name: each is read and verified before it is
+/// confirmed, so this bounds what one answer reads (256 MiB of chunks).
+pub(crate) const MAX_KEYS_PER_HAVE: usize = 256;
 
 /// Counters and gauges of repair work, as status and metrics show them.
 #[derive(Debug, Default)]
@@ -230,9 +233,17 @@ impl<S: Store, N: Network> Node<S, N> {
         buckets.iter().flat_map(|bucket| index.bucket(*bucket).iter().map(|(key, tag)| (*key, *tag))).collect()
     }
 
-    pub(crate) fn have(&self, keys: &[ItemKey]) -> Vec<bool> {
-        let index = self.inner.index.lock().expect("never poisoned");
-        keys.iter().map(|key| index.contains(key)).collect()
+    /// Which of `keys` this peer holds a verified copy of. Handoff deletes a copy on these
+    /// answers, so each copy is read and verified rather than looked up in the index: one
+    /// that fails verification or cannot be read is not confirmed. (Quarantine is not
+    /// remembered across a restart, which indexes a bad copy again until scrub finds it.)
+    pub(crate) async fn have(&self, keys: Vec<ItemKey>) -> Vec<bool> {
+        let mut held = Vec::with_capacity(keys.len());
+        for key in keys {
+            let indexed = self.inner.index.lock().expect("never poisoned").contains(&key);
+            held.push(indexed && matches!(self.fetch_local(key).await, Ok(Some(_))));
+        }
+        held
     }
 
     /// Runs repair rounds and scrub for as long as the returned future is polled: spawn
@@ -429,7 +440,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut confirmed: BTreeMap<ItemKey, usize> = BTreeMap::new();
         let mut missing = 0;
         for (holder, keys) in by_holder {
-            for keys in keys.chunks(MAX_KEYS_PER_REQUEST) {
+            for keys in keys.chunks(MAX_KEYS_PER_HAVE) {
                 // A holder may have another version of a mergeable item (a name record, a
                 // reference set), so "has it" proves nothing for those: they are always
                 // pushed, and the holder's store keeps the winner or the merge. Immutable

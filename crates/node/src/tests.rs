@@ -505,6 +505,31 @@ mod repair {
         assert!(cluster.node(0).inner.counters.read_errors.load(std::sync::atomic::Ordering::Relaxed) > 0);
     }
 
+    /// A restart indexes a quarantined copy again. A handoff that took "I have it" from
+    /// the index alone then deleted the last good copy for three bad ones.
+    #[tokio::test(start_paused = true)]
+    async fn handoff_keeps_its_copy_when_the_holders_copies_are_bad() {
+        let cluster = Cluster::new(5);
+        cluster.connect_all();
+        let bytes = object(5000);
+        let id = cluster.node(0).put(body(&bytes), Consistency::All).await.unwrap().id;
+        let key = ItemKey { kind: ItemKind::Chunk, id: id.0 };
+        let holders: Vec<usize> = (0..5).filter(|&i| cluster.holders(&key).contains(&cluster.peers[i])).collect();
+        let leaving = (0..5).find(|i| !holders.contains(i)).unwrap();
+        let good = cluster.node(holders[0]).inner.store.get(&key).unwrap().unwrap();
+        cluster.node(leaving).store_local(vec![(key, good)]).await.unwrap();
+        for &index in &holders {
+            assert!(cluster.node(index).inner.store.corrupt(&key).unwrap());
+        }
+
+        cluster.node(leaving).repair_round().await;
+        settle().await;
+        assert_eq!(get_all(&cluster.node(leaving), id).await.unwrap(), bytes);
+        for &index in &holders {
+            assert!(cluster.node(index).inner.store.get(&key).is_ok_and(|copy| copy.is_some()), "peer {index}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_corrupt_copy_stays_on_disk_until_a_verified_copy_replaces_it() {
         let cluster = Cluster::new(4);
@@ -618,13 +643,18 @@ mod names {
                 .collect()
         }
 
-        fn holders_of_name(&self, name: &str) -> Vec<usize> {
+        pub(super) fn holders_of_name(&self, name: &str) -> Vec<usize> {
             let holders = closest(&name_key(name).id, &self.peers, 3);
             holders.iter().map(|h| self.peers.iter().position(|p| p == h).unwrap()).collect()
         }
     }
 
-    async fn bind(node: &TestNode, name: &str, len: usize, consistency: Consistency) -> Result<ObjectId, NodeError> {
+    pub(super) async fn bind(
+        node: &TestNode,
+        name: &str,
+        len: usize,
+        consistency: Consistency,
+    ) -> Result<ObjectId, NodeError> {
         let (receipt, _) = node.put_named(name, body(&object(len)), consistency).await?;
         Ok(receipt.id)
     }
@@ -873,6 +903,30 @@ mod collection {
                 assert_eq!(&get_all(&cluster.node(index), *id).await.unwrap(), bytes, "from peer {index}");
             }
         }
+    }
+
+    /// A newer record that only one holder of the name has is not durable evidence: if
+    /// that holder's disk is lost, the old binding is the name's record again.
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_record_on_one_name_holder_alone_kills_no_reference() {
+        let cluster = Cluster::new(6);
+        cluster.connect_all();
+        let bytes = object(2 * CHUNK_SIZE);
+        let (receipt, _) = cluster.node(0).put_named("n", body(&bytes), Consistency::All).await.unwrap();
+        let name_holders = cluster.holders_of_name("n");
+        let coordinator = (0..6).find(|i| !name_holders.contains(i)).unwrap();
+        cluster.kill(name_holders[0]);
+        cluster.kill(name_holders[1]);
+        super::names::bind(&cluster.node(coordinator), "n", 10, Consistency::One).await.unwrap();
+        cluster.collection_rounds(3 * rounds_per_grace()).await;
+
+        // The one holder of the newer record is lost; the others return.
+        cluster.kill(name_holders[2]);
+        cluster.revive(name_holders[0]);
+        cluster.revive(name_holders[1]);
+        let resolved = cluster.node(coordinator).resolve_name("n", Consistency::Quorum).await.unwrap().unwrap();
+        assert_eq!(resolved.id, receipt.id);
+        assert_eq!(get_all(&cluster.node(coordinator), receipt.id).await.unwrap(), bytes);
     }
 
     #[tokio::test(start_paused = true)]

@@ -75,7 +75,7 @@ pub(crate) struct UnboundObject {
 pub(crate) struct Replicated {
     /// Replicas that took every item.
     pub acks: usize,
-    /// The newest record of the batch's name, binding something else, that a replica kept
+    /// The newest record of the batch's name that a replica kept
     /// instead of the one sent: the caller writes again past it.
     pub newer: Option<NameRecord>,
 }
@@ -358,7 +358,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// on in the background; a node-wide limit on outstanding writes keeps slow replicas
     /// from piling up chunks in memory.
     ///
-    /// A replica that kept a newer record of the batch's name, binding something else, did
+    /// A replica that kept a newer record of the batch's name (even one binding the same object) did
     /// not take the write. If any answered so before the level was met, the newest such
     /// record comes back in [`Replicated::newer`], instead of an error, even if the level
     /// was met: the write is older than something a holder has.
@@ -395,13 +395,11 @@ impl<S: Store, N: Network> Node<S, N> {
             let Some((peer, result)) = done.recv().await else { break };
             match (result, &sent_name) {
                 (Ok(None), _) => acks += 1,
+                // Even when it binds the same object: this write's references name its own
+                // version, which the newer record has just superseded.
                 (Ok(Some(kept)), Some(sent)) if kept.key() == sent.key() => {
-                    if kept.binding == sent.binding {
-                        acks += 1;
-                    } else {
-                        failures.push((peer.to_string(), format!("kept the newer version {}", kept.version)));
-                        newest = Some(newest.map_or(kept.clone(), |known| merge(known, kept)));
-                    }
+                    failures.push((peer.to_string(), format!("kept the newer version {}", kept.version)));
+                    newest = Some(newest.map_or(kept.clone(), |known| merge(known, kept)));
                 }
                 (Ok(Some(_)), _) => failures.push((peer.to_string(), "answered with another name's record".into())),
                 (Err(reason), _) => failures.push((peer.to_string(), reason)),

@@ -83,6 +83,7 @@ suite!(
     full_size_chunk_works,
     newer_name_records_win_and_older_ones_never_return,
     reference_sets_merge_and_survive_reopen,
+    a_merge_past_the_reference_limit_is_refused_and_changes_nothing,
 );
 
 type Item = (ItemKey, Bytes);
@@ -381,4 +382,21 @@ fn reference_sets_merge_and_survive_reopen<H: Harness>(harness: H) {
 
     let empty = reference_set(&References::default());
     assert!(matches!(store.put(&[empty]), Err(StoreError::Invalid { .. })), "an empty set is refused");
+}
+
+fn a_merge_past_the_reference_limit_is_refused_and_changes_nothing<H: Harness>(harness: H) {
+    use shoal_core::names::Version;
+    use shoal_core::references::{REFERENCES_MAX, References, Referrer, Upload};
+    let lease = |writer| Referrer::Upload(Upload { id: Version { wall_ms: 1, logical: 0, writer }, until_ms: 9 });
+    let mut full = References::default();
+    for writer in 0..REFERENCES_MAX as u64 {
+        full.merge(&References::of(lease(writer)));
+    }
+    let store = harness.open();
+    store.put(&[reference_set(&full)]).unwrap();
+    let one_more = reference_set(&References::of(lease(u64::MAX)));
+    assert!(matches!(store.put(&[chunk(b"beside it"), one_more]), Err(StoreError::Invalid { .. })));
+    assert_eq!(store.get(&reference_set(&full).0).unwrap(), Some(reference_set(&full).1), "the full set is kept");
+    assert_eq!(store.get(&chunk(b"beside it").0).unwrap(), None, "the batch is refused whole");
+    assert_eq!(store.stats().items, 1);
 }

@@ -58,6 +58,8 @@ impl Store for MemoryStore {
         }
         let mut inner = self.inner();
         let mut kept = Vec::new();
+        // Decide every item before changing any, so a refused merge leaves the batch unwritten.
+        let mut writes = Vec::new();
         for (key, given) in items {
             // As in RocksStore: a verified copy stays unless the new one supersedes it or
             // merges with it.
@@ -72,6 +74,9 @@ impl Store for MemoryStore {
                     }
                     Kept::New => given.clone(),
                     Kept::Merged(merged) => {
+                        // A merge can outgrow what one item may hold: refuse the write
+                        // rather than keep a value that no read would accept.
+                        verify_item(key, &merged).map_err(|source| StoreError::Invalid { key: *key, source })?;
                         let merged = Bytes::from(merged);
                         kept.push((*key, merged.clone()));
                         merged
@@ -79,9 +84,11 @@ impl Store for MemoryStore {
                 },
                 None => given.clone(),
             };
-            inner.items.insert(*key, value.clone());
+            writes.push((*key, value));
+        }
+        for (key, value) in writes {
             let new_bytes = value.len() as u64;
-            match old {
+            match inner.items.insert(key, value) {
                 None => {
                     inner.stats.items += 1;
                     inner.stats.bytes += new_bytes;

@@ -164,6 +164,9 @@ impl Store for RocksStore {
                     }
                     Kept::New => (given.clone(), old.len()),
                     Kept::Merged(merged) => {
+                        // A merge can outgrow what one item may hold: refuse the write
+                        // rather than keep a value that no read would accept.
+                        verify_item(key, &merged).map_err(|source| StoreError::Invalid { key: *key, source })?;
                         let merged = Bytes::from(merged);
                         kept.push((*key, merged.clone()));
                         (merged, old.len())
