@@ -93,6 +93,8 @@ pub enum VerifyError {
     Decode(#[from] codec::CodecError),
     #[error("a reference set must hold 1 to {REFERENCES_MAX} entries, not {0}")]
     ReferencesShape(usize),
+    #[error(transparent)]
+    ClockAhead(#[from] crate::names::ClockAhead),
 }
 
 /// Checks that `value` is the item `key` names.

@@ -97,23 +97,52 @@ impl HybridClock {
         Self { writer, last: Version { writer, ..Version::default() } }
     }
 
-    /// A version newer than every version this clock issued or observed.
+    /// A version newer than every version this clock issued or observed. The counter
+    /// saturates into the next millisecond rather than wrap, so versions only grow.
     pub fn tick(&mut self, wall_ms: u64) -> Version {
         let next = if wall_ms > self.last.wall_ms {
             Version { wall_ms, logical: 0, writer: self.writer }
         } else {
-            Version { wall_ms: self.last.wall_ms, logical: self.last.logical + 1, writer: self.writer }
+            match self.last.logical.checked_add(1) {
+                Some(logical) => Version { wall_ms: self.last.wall_ms, logical, writer: self.writer },
+                None if self.last.wall_ms < u64::MAX => {
+                    Version { wall_ms: self.last.wall_ms + 1, logical: 0, writer: self.writer }
+                }
+                // The end of time (only a version that no peer accepts gets here): stay.
+                None => Version { writer: self.writer, ..self.last },
+            }
         };
         self.last = next;
         next
     }
 
-    /// Moves the clock past a version seen elsewhere.
+    /// Moves the clock past a version seen elsewhere. Callers pass only versions that
+    /// [`check_clock_offset`] accepted, so one peer's clock cannot drag this one far ahead.
     pub fn observe(&mut self, seen: Version) {
         if seen > self.last {
             self.last = Version { writer: self.writer, ..seen };
         }
     }
+}
+
+/// Farthest a version's wall time may be ahead of the local wall clock for a peer to
+/// accept it, as CockroachDB's `max-offset`: a record from further ahead would win over
+/// every write for as long as the lead lasts, and a tombstone from there would never
+/// reach its lifetime. Peers whose clocks differ by more cannot write to each other.
+pub const MAX_CLOCK_OFFSET_MS: u64 = 60_000;
+
+/// A version ahead of the local clock by more than [`MAX_CLOCK_OFFSET_MS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("version {version} is {ahead_ms} ms ahead of this peer's clock (at most {MAX_CLOCK_OFFSET_MS} accepted)")]
+pub struct ClockAhead {
+    pub version: Version,
+    pub ahead_ms: u64,
+}
+
+/// Accepts `version` if it is at most [`MAX_CLOCK_OFFSET_MS`] ahead of `now_ms`.
+pub fn check_clock_offset(version: Version, now_ms: u64) -> Result<(), ClockAhead> {
+    let ahead_ms = version.wall_ms.saturating_sub(now_ms);
+    if ahead_ms > MAX_CLOCK_OFFSET_MS { Err(ClockAhead { version, ahead_ms }) } else { Ok(()) }
 }
 
 /// What a name points at.
@@ -209,6 +238,25 @@ mod tests {
                 last = next;
             }
         }
+    }
+
+    #[test]
+    fn the_counter_saturates_into_the_next_millisecond() {
+        let mut clock = HybridClock::new(1);
+        clock.observe(Version { wall_ms: 10, logical: u32::MAX, writer: 2 });
+        let next = clock.tick(5);
+        assert_eq!((next.wall_ms, next.logical), (11, 0));
+        clock.observe(Version { wall_ms: u64::MAX, logical: u32::MAX, writer: 2 });
+        assert!(clock.tick(5) >= Version { wall_ms: u64::MAX, logical: u32::MAX, writer: 0 }, "never wraps");
+    }
+
+    #[test]
+    fn versions_far_ahead_of_the_local_clock_are_refused() {
+        let at = |wall_ms| Version { wall_ms, logical: 0, writer: 1 };
+        assert_eq!(check_clock_offset(at(1_000 + MAX_CLOCK_OFFSET_MS), 1_000), Ok(()));
+        assert!(check_clock_offset(at(1_001 + MAX_CLOCK_OFFSET_MS), 1_000).is_err());
+        assert!(check_clock_offset(at(u64::MAX), 1_000).is_err());
+        assert_eq!(check_clock_offset(at(0), 1_000), Ok(()), "behind is fine: it loses");
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub enum Request {
     ListNames { prefix: String },
     /// Merge these references into your reference sets of these ids, as one synced write,
     /// and answer [`Response::Referred`] once it is on disk: a put refers to the chunks of
-    /// an object this way, one request per holder, before the object is visible.
+    /// an object this way, one request per holder, before the object is visible. Only a
+    /// holder of the chunk as well counts as an ack, so the answer names the ids whose
+    /// chunk you do not hold.
     Refer { sets: Vec<(Hash32, References)> },
 }
 
@@ -99,7 +101,9 @@ pub enum Response {
     /// One answer per asked key, in order.
     Have(Vec<bool>),
     Names(Vec<NameRecord>),
-    Referred,
+    Referred {
+        without_chunk: Vec<Hash32>,
+    },
     /// The request failed on the remote side.
     Failed(String),
 }

@@ -32,14 +32,17 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, IdentityError> {
     }
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a key.
+/// Writes through a temporary file and a rename, so a crash never leaves half a key, and
+/// syncs the directory, so the key a peer announced survives a crash.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let partial = path.with_extension("partial");
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&partial)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&partial, path)
+    std::fs::rename(&partial, path)?;
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

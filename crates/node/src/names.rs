@@ -15,7 +15,7 @@ use futures::Stream;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::names::{Binding, NameRecord, name_key, validate_name};
+use shoal_core::names::{Binding, NameRecord, check_clock_offset, name_key, validate_name};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId, PeerKey, codec};
 use shoal_store::{Store, StoreError};
@@ -253,7 +253,9 @@ impl<S: Store, N: Network> Node<S, N> {
             if peer == self.local_peer() { self.fetch_local(key).await? } else { self.fetch_remote(peer, key).await? };
         let Some(value) = value else { return Ok(None) };
         shoal_core::verify_item(&key, &value).map_err(|e| format!("sent a bad record: {e}"))?;
-        Ok(Some(codec::decode(&value).expect("verified above")))
+        let record: NameRecord = codec::decode(&value).expect("verified above");
+        check_clock_offset(record.version, wall_ms()).map_err(|e| format!("sent a record from far ahead: {e}"))?;
+        Ok(Some(record))
     }
 
     /// Writes `binding` for `name`, after `object` (the object it binds, whose references
@@ -275,6 +277,12 @@ impl<S: Store, N: Network> Node<S, N> {
                 None => self.replicate(vec![(record.key(), codec::encode(&record).into())], consistency).await?,
             };
             let Some(newer) = replicated.newer else { return Ok((record, replicated.acks)) };
+            if let Err(ahead) = check_clock_offset(newer.version, wall_ms()) {
+                return Err(NodeError::Unavailable {
+                    what: format!("name {name:?}"),
+                    failures: format!("a holder keeps a record from far ahead: {ahead}"),
+                });
+            }
             debug!(name, "holders kept the newer version {}: writing past it", newer.version);
             self.inner.clock.lock().expect("never poisoned").observe(newer.version);
         }

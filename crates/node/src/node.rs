@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
-use shoal_core::names::{HybridClock, NameRecord};
+use shoal_core::names::{HybridClock, NameRecord, check_clock_offset};
 use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
 use shoal_core::references::References;
 use shoal_core::wire::{Request, Response, STORE_BATCH_MAX};
@@ -32,6 +32,21 @@ const WHOLE_NETWORK_TTL: Duration = Duration::from_secs(2);
 /// This peer's tie-breaker in versions: 8 bytes of its id's hash.
 fn writer_id(peer: &PeerKey) -> u64 {
     u64::from_be_bytes(peer.key_hash().as_bytes()[..8].try_into().expect("8 of 32 bytes"))
+}
+
+/// Refuses a batch holding a name record whose version is further ahead of this peer's
+/// clock than [`MAX_CLOCK_OFFSET_MS`](shoal_core::names::MAX_CLOCK_OFFSET_MS): it would win
+/// over every write for as long as its lead lasts. (Bytes that do not decode are the
+/// store's to refuse.)
+fn refuse_records_from_far_ahead(items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
+    let now = crate::clock::wall_ms();
+    for (key, value) in items.iter().filter(|(key, _)| key.kind == ItemKind::Name) {
+        if let Ok(record) = codec::decode::<NameRecord>(value) {
+            check_clock_offset(record.version, now)
+                .map_err(|ahead| StoreError::Invalid { key: *key, source: ahead.into() })?;
+        }
+    }
+    Ok(())
 }
 
 /// Replica settings. R is network-wide; the window bounds memory per request.
@@ -267,6 +282,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if items.is_empty() {
             return Ok(None);
         }
+        refuse_records_from_far_ahead(&items)?;
         let _keys = self.lock_keys(items.iter().map(|(key, _)| key)).await;
         let (tagged, newer) = self
             .with_store(move |store| {
@@ -293,6 +309,16 @@ impl<S: Store, N: Network> Node<S, N> {
     pub(crate) async fn store_references(&self, sets: Vec<(Hash32, References)>) -> Result<(), StoreError> {
         let items = sets.iter().map(|(id, set)| (ItemKey::references(*id), codec::encode(set).into())).collect();
         self.store_local(items).await.map(drop)
+    }
+
+    /// Merges the references a put sends for its chunks, and returns the ids whose chunk
+    /// this peer does not hold (or holds only a bad copy of): its ack does not count for
+    /// those. A chunk that is here now stays, since its set holds a live reference.
+    pub(crate) async fn refer_local(&self, sets: Vec<(Hash32, References)>) -> Result<Vec<Hash32>, StoreError> {
+        let ids: Vec<Hash32> = sets.iter().map(|(id, _)| *id).collect();
+        self.store_references(sets).await?;
+        let index = self.inner.index.lock().expect("never poisoned");
+        Ok(ids.into_iter().filter(|id| !index.contains(&ItemKey::chunk(shoal_core::ChunkId(*id)))).collect())
     }
 
     pub(crate) async fn delete_local(&self, key: ItemKey) -> Result<(), StoreError> {
@@ -367,8 +393,8 @@ impl<S: Store, N: Network> Node<S, N> {
                 Ok(records) => Response::Names(records),
                 Err(reason) => Response::Failed(reason),
             },
-            Request::Refer { sets } if sets.len() <= MAX_KEYS_PER_REQUEST => match self.store_references(sets).await {
-                Ok(()) => Response::Referred,
+            Request::Refer { sets } if sets.len() <= MAX_KEYS_PER_REQUEST => match self.refer_local(sets).await {
+                Ok(without_chunk) => Response::Referred { without_chunk },
                 Err(error) => {
                     warn!(peer = ?from, "refused references: {error}");
                     Response::Failed(error.to_string())

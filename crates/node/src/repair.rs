@@ -19,7 +19,7 @@
 //! Transfers are bounded in concurrency and in bytes per second so foreground puts and
 //! gets keep working during repair.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -440,20 +440,34 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut confirmed: BTreeMap<ItemKey, usize> = BTreeMap::new();
         let mut missing = 0;
         for (holder, keys) in by_holder {
-            for keys in keys.chunks(MAX_KEYS_PER_HAVE) {
-                // A holder may have another version of a mergeable item (a name record, a
-                // reference set), so "has it" proves nothing for those: they are always
-                // pushed, and the holder's store keeps the winner or the merge. Immutable
-                // items are asked about first.
-                let (mergeable, immutable): (Vec<ItemKey>, Vec<ItemKey>) =
-                    keys.iter().partition(|key| key.kind.is_mergeable());
-                let held = match self.ask(&holder, Request::Have { keys: immutable.clone() }).await {
-                    Ok(Response::Have(held)) if held.len() == immutable.len() => held,
+            // A holder may have another version of a mergeable item (a name record, a
+            // reference set), so "has it" proves nothing for those: they are always
+            // pushed, and the holder's store keeps the winner or the merge. They go first:
+            // a chunk or manifest counts as handed over only once its references are
+            // there too, or the holder could collect it on a stale set.
+            let (mergeable, immutable): (Vec<ItemKey>, Vec<ItemKey>) =
+                keys.iter().partition(|key| key.kind.is_mergeable());
+            let pushes: Vec<Transfer> =
+                mergeable.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
+            let mut unreferenced_there = HashSet::new();
+            for (key, result) in mergeable.iter().zip(self.run_transfers(pushes).await) {
+                match result {
+                    Ok(()) => *confirmed.entry(*key).or_default() += 1,
+                    Err(_) if key.kind == ItemKind::References => {
+                        unreferenced_there.insert(key.id);
+                    }
+                    Err(_) => {}
+                }
+            }
+            let immutable: Vec<ItemKey> =
+                immutable.into_iter().filter(|key| !unreferenced_there.contains(&key.id)).collect();
+            for keys in immutable.chunks(MAX_KEYS_PER_HAVE) {
+                let held = match self.ask(&holder, Request::Have { keys: keys.to_vec() }).await {
+                    Ok(Response::Have(held)) if held.len() == keys.len() => held,
                     Ok(_) | Err(_) => continue,
                 };
-                let mut pushes: Vec<Transfer> =
-                    mergeable.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
-                for (key, held) in immutable.iter().zip(held) {
+                let mut pushes = Vec::new();
+                for (key, held) in keys.iter().zip(held) {
                     if held {
                         *confirmed.entry(*key).or_default() += 1;
                     } else {

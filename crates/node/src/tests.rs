@@ -22,6 +22,10 @@ enum Fault {
     Lies,
     /// Answers after [`SLOW_ANSWER`], a far link.
     Slow,
+    /// Fails every store of a chunk, as a full chunk directory would.
+    RefusesChunks,
+    /// Fails every `Refer`.
+    RefusesReferences,
 }
 
 const SLOW_ANSWER: Duration = Duration::from_millis(100);
@@ -69,6 +73,12 @@ impl Network for FakeNetwork {
         let node = self.world.nodes.lock().unwrap().get(peer).cloned().expect("known peer");
         if let Request::Store { items } = &request {
             self.world.store_batches.lock().unwrap().push(items.iter().map(|(key, _)| key.kind).collect());
+            if fault == Some(Fault::RefusesChunks) && items.iter().any(|(key, _)| key.kind == ItemKind::Chunk) {
+                return Ok(Response::Failed("no space left for chunks".into()));
+            }
+        }
+        if fault == Some(Fault::RefusesReferences) && matches!(request, Request::Refer { .. }) {
+            return Ok(Response::Failed("cannot write references".into()));
         }
         let response = node.handle_request(&self.me, request).await;
         Ok(match (fault, response) {
@@ -275,6 +285,22 @@ async fn a_small_unnamed_objects_chunk_manifest_and_pin_travel_as_one_batch() {
     assert_eq!(batches.len(), remote_holders, "one request per remote holder: {batches:?}");
     let one_batch = [ItemKind::Chunk, ItemKind::Manifest, ItemKind::References, ItemKind::Name];
     assert!(batches.iter().all(|kinds| *kinds == one_batch), "{batches:?}");
+}
+
+/// A put is acknowledged only by holders that have a chunk and its reference both: a
+/// holder with the reference alone keeps nothing, and one with the chunk alone keeps it
+/// only until its upload lease ends.
+#[tokio::test]
+async fn references_acked_by_a_holder_without_the_chunk_do_not_count() {
+    let cluster = Cluster::new(3);
+    cluster.set_fault(1, Fault::RefusesChunks);
+    cluster.set_fault(2, Fault::RefusesReferences);
+    let error = cluster.node(0).put(body(&object(2 * CHUNK_SIZE)), Consistency::Quorum).await.unwrap_err();
+    assert!(
+        matches!(error, NodeError::InsufficientAcks { key, got: 1, .. } if key.kind == ItemKind::References),
+        "{error}"
+    );
+    assert!(cluster.all_keys().iter().all(|key| key.kind != ItemKind::Manifest), "the object became visible");
 }
 
 #[tokio::test]
@@ -629,7 +655,7 @@ mod repair {
 
 mod names {
     use shoal_core::codec;
-    use shoal_core::names::{Binding, NameRecord, Version, name_key};
+    use shoal_core::names::{Binding, MAX_CLOCK_OFFSET_MS, NameRecord, Version, name_key};
 
     use super::*;
 
@@ -682,8 +708,9 @@ mod names {
         let cluster = Cluster::new(5);
         cluster.connect_all();
         let (ahead, behind) = (cluster.node(0), cluster.node(1));
-        let hour_ahead = Version { wall_ms: crate::clock::wall_ms() + 3_600_000, logical: 0, writer: 0 };
-        ahead.inner.clock.lock().unwrap().observe(hour_ahead);
+        // As far ahead as a peer's clock may be and still be heard.
+        let max_ahead = Version { wall_ms: crate::clock::wall_ms() + MAX_CLOCK_OFFSET_MS, logical: 0, writer: 0 };
+        ahead.inner.clock.lock().unwrap().observe(max_ahead);
 
         bind(&ahead, "doc", 10, Consistency::Quorum).await.unwrap();
         let later = bind(&behind, "doc", 20, Consistency::Quorum).await.unwrap();
@@ -705,9 +732,9 @@ mod names {
         cluster.connect_all();
         let holders = cluster.holders_of_name("doc");
         let coordinator = (0..5).find(|i| !holders.contains(i)).unwrap();
-        // A write from a peer whose clock runs an hour ahead failed after reaching one
-        // holder, the only one that answers before the quorum is met.
-        let ahead = Version { wall_ms: crate::clock::wall_ms() + 3_600_000, logical: 0, writer: 0 };
+        // A write from a peer whose clock runs ahead failed after reaching one holder, the
+        // only one that answers before the quorum is met.
+        let ahead = Version { wall_ms: crate::clock::wall_ms() + MAX_CLOCK_OFFSET_MS, logical: 0, writer: 0 };
         let binding = Binding::Object { id: ObjectId::from(blake3::hash(b"lost")), size: 4 };
         let failed = NameRecord { name: "doc".into(), version: ahead, binding };
         cluster.node(holders[0]).store_local(vec![(failed.key(), codec::encode(&failed).into())]).await.unwrap();
@@ -717,6 +744,30 @@ mod names {
         let later = bind(&cluster.node(coordinator), "doc", 20, Consistency::Quorum).await.unwrap();
         let winner = cluster.node(coordinator).resolve_name("doc", Consistency::All).await.unwrap().unwrap();
         assert_eq!(winner.id, later, "the acknowledged write lost to an older failed one");
+    }
+
+    /// Issue 11, defect 5: one record from the end of time made a name unwritable, and a
+    /// peer's clock far ahead dragged every coordinator's with it.
+    #[tokio::test(start_paused = true)]
+    async fn records_from_far_ahead_are_refused_and_drag_no_clock() {
+        let cluster = Cluster::new(4);
+        cluster.connect_all();
+        bind(&cluster.node(0), "doc", 10, Consistency::All).await.unwrap();
+        let holder = cluster.holders_of_name("doc")[0];
+        let far = Version { wall_ms: u64::MAX, logical: u32::MAX, writer: 0 };
+        let binding = Binding::Object { id: ObjectId::from(blake3::hash(b"forever")), size: 7 };
+        let forever = NameRecord { name: "doc".into(), version: far, binding };
+        let request = Request::Store { items: vec![(forever.key(), codec::encode(&forever).into())] };
+        let answer = cluster.node(holder).handle_request(&cluster.peers[0], request).await;
+        assert!(matches!(&answer, Response::Failed(reason) if reason.contains("ahead")), "{answer:?}");
+
+        let later = bind(&cluster.node(1), "doc", 20, Consistency::All).await.unwrap();
+        assert_eq!(cluster.node(2).resolve_name("doc", Consistency::All).await.unwrap().unwrap().id, later);
+        let now = crate::clock::wall_ms();
+        for index in 0..4 {
+            let version = cluster.node(index).inner.clock.lock().unwrap().tick(now);
+            assert!(version.wall_ms <= now + MAX_CLOCK_OFFSET_MS, "peer {index}'s clock was dragged to {version}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -775,11 +826,11 @@ mod collection {
     use super::*;
 
     impl Cluster {
-        /// `count` collection rounds on every peer, one gc interval apart.
+        /// `count` collection rounds on every live peer, one gc interval apart.
         async fn collection_rounds(&self, count: u64) {
             for _ in 0..count {
                 tokio::time::advance(NodeConfig::default().gc_interval).await;
-                for index in 0..self.peers.len() {
+                for index in self.live() {
                     self.node(index).collection_round().await;
                 }
             }
@@ -861,12 +912,7 @@ mod collection {
         for &index in &away {
             cluster.kill(index);
         }
-        for _ in 0..10 * rounds_per_grace() {
-            tokio::time::advance(NodeConfig::default().gc_interval).await;
-            for index in cluster.live() {
-                cluster.node(index).collection_round().await;
-            }
-        }
+        cluster.collection_rounds(10 * rounds_per_grace()).await;
         for &index in &away {
             cluster.revive(index);
         }

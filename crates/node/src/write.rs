@@ -15,8 +15,10 @@
 //! manifest in its own batch, by the version of the name record (or pin) it is about to
 //! write.
 
+use std::collections::{BTreeMap, HashMap};
+
 use bytes::{Bytes, BytesMut};
-use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::stream::{self, FuturesUnordered, Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord, merge};
 use shoal_core::references::{References, Referrer, Upload};
@@ -300,53 +302,71 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Merges `set` into the reference sets of `chunks` on their holders, one request per
-    /// holder, and returns the fewest acks a chunk got (`usize::MAX` if there are none)
-    /// once every chunk has what `consistency` asks for.
+    /// holder, and returns, once every chunk has what `consistency` asks for, the fewest
+    /// acks a chunk got (`usize::MAX` if there are none). Only a holder that also holds
+    /// the chunk acks it; requests still out then are dropped, and anti-entropy brings
+    /// their holders the references.
     async fn refer(&self, chunks: &[ChunkId], set: &References, consistency: Consistency) -> Result<usize, NodeError> {
         let required = consistency.required(self.inner.config.replication_factor);
-        let mut by_holder: std::collections::BTreeMap<PeerKey, Vec<Hash32>> = Default::default();
-        for chunk in chunks {
-            for holder in self.placement(&ItemKey::chunk(*chunk)).await? {
+        let placements: Vec<Vec<PeerKey>> = stream::iter(chunks.iter().copied())
+            .map(|chunk| async move { self.placement(&ItemKey::chunk(chunk)).await })
+            .buffered(self.inner.config.chunks_in_flight)
+            .try_collect()
+            .await?;
+        let mut by_holder: BTreeMap<PeerKey, Vec<Hash32>> = BTreeMap::new();
+        for (chunk, holders) in chunks.iter().zip(placements) {
+            for holder in holders {
                 by_holder.entry(holder).or_default().push(chunk.0);
             }
         }
-        let answers = futures::future::join_all(by_holder.iter().flat_map(|(holder, ids)| {
-            ids.chunks(MAX_KEYS_PER_REQUEST).map(move |ids| {
-                let sets = ids.iter().map(|id| (*id, set.clone())).collect();
-                async move { (holder, ids, self.refer_on(holder, sets).await) }
+        let mut answers: FuturesUnordered<_> = by_holder
+            .iter()
+            .flat_map(|(holder, ids)| {
+                ids.chunks(MAX_KEYS_PER_REQUEST).map(move |ids| {
+                    let sets = ids.iter().map(|id| (*id, set.clone())).collect();
+                    async move { (holder, ids, self.refer_on(holder, sets).await) }
+                })
             })
-        }))
-        .await;
-        let mut acks: std::collections::HashMap<Hash32, usize> = Default::default();
+            .collect();
+        let mut acks: HashMap<Hash32, usize> = HashMap::new();
+        let mut short = chunks.len();
         let mut failures = Vec::new();
-        for (holder, ids, answer) in answers {
+        while short > 0
+            && let Some((holder, ids, answer)) = answers.next().await
+        {
             match answer {
-                Ok(()) => ids.iter().for_each(|id| *acks.entry(*id).or_default() += 1),
+                Ok(without_chunk) => {
+                    if !without_chunk.is_empty() {
+                        failures.push((holder.to_string(), format!("lacks {} of the chunks", without_chunk.len())));
+                    }
+                    for id in ids.iter().filter(|id| !without_chunk.contains(id)) {
+                        let got = acks.entry(*id).or_default();
+                        *got += 1;
+                        short -= usize::from(*got == required);
+                    }
+                }
                 Err(reason) => failures.push((holder.to_string(), reason)),
             }
         }
-        let mut fewest = usize::MAX;
-        for chunk in chunks {
-            let got = acks.get(&chunk.0).copied().unwrap_or(0);
-            if got < required {
-                return Err(NodeError::InsufficientAcks {
-                    key: ItemKey::references(chunk.0),
-                    got,
-                    required,
-                    failures: describe_failures(&failures),
-                });
-            }
-            fewest = fewest.min(got);
+        let fewest = chunks.iter().map(|chunk| acks.get(&chunk.0).copied().unwrap_or(0)).min();
+        match chunks.iter().find(|chunk| acks.get(&chunk.0).copied().unwrap_or(0) < required) {
+            Some(chunk) => Err(NodeError::InsufficientAcks {
+                key: ItemKey::references(chunk.0),
+                got: acks.get(&chunk.0).copied().unwrap_or(0),
+                required,
+                failures: describe_failures(&failures),
+            }),
+            None => Ok(fewest.unwrap_or(usize::MAX)),
         }
-        Ok(fewest)
     }
 
-    async fn refer_on(&self, peer: &PeerKey, sets: Vec<(Hash32, References)>) -> Result<(), String> {
+    /// Sends `sets` to `peer`; returns the ids whose chunk it does not hold.
+    async fn refer_on(&self, peer: &PeerKey, sets: Vec<(Hash32, References)>) -> Result<Vec<Hash32>, String> {
         if peer == self.local_peer() {
-            return self.store_references(sets).await.map_err(|e| e.to_string());
+            return self.refer_local(sets).await.map_err(|e| e.to_string());
         }
         match self.inner.network.request(peer, Request::Refer { sets }).await {
-            Ok(Response::Referred) => Ok(()),
+            Ok(Response::Referred { without_chunk }) => Ok(without_chunk),
             Ok(Response::Failed(reason)) => Err(reason),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(error) => Err(error.to_string()),

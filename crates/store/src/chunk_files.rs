@@ -4,16 +4,20 @@
 //! to a table or blob file, and sits in a memtable in between. A file is written once:
 //! one copy into the page cache, one `fdatasync`. A chunk is written to a `.partial` file
 //! that is synced, then renamed into place and its directory synced, so a crash leaves
-//! either the whole chunk or a `.partial` file, which the next open removes. Deleting a
+//! either the whole chunk or a `.partial` file, which the next open removes. A directory
+//! whose sync failed is remembered: a chunk renamed into it is not durable, so a later put
+//! of that chunk syncs the directory before it counts the file as stored. Deleting a
 //! chunk gives its space back at once.
 //!
 //! Nothing here verifies or counts: [`RocksStore`](crate::RocksStore) does both, as for
 //! the items it keeps in RocksDB, and holds the key's stripe lock around every write and
 //! removal (a reader sees a chunk whole or not at all, thanks to the rename).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use shoal_core::{ChunkId, ItemKey};
 
@@ -22,6 +26,11 @@ const PARTIAL: &str = "partial";
 #[derive(Debug)]
 pub(crate) struct ChunkFiles {
     dir: PathBuf,
+    /// The subdirectories (by first key byte) whose last sync failed.
+    unsynced: Mutex<HashSet<u8>>,
+    /// Fault injection for tests: every directory sync fails.
+    #[cfg(test)]
+    pub fail_dir_syncs: std::sync::atomic::AtomicBool,
 }
 
 /// The chunk files on disk.
@@ -34,10 +43,18 @@ impl ChunkFiles {
     /// Opens (creating) the chunk directory in `dir`, removes what a crash left half
     /// written, and lists the chunks held.
     pub fn open(dir: &Path) -> io::Result<(Self, Found)> {
-        let files = Self { dir: dir.join("chunks") };
+        let files = Self {
+            dir: dir.join("chunks"),
+            unsynced: Mutex::new(HashSet::new()),
+            #[cfg(test)]
+            fail_dir_syncs: std::sync::atomic::AtomicBool::new(false),
+        };
         for prefix in 0..=u8::MAX {
             fs::create_dir_all(files.dir.join(format!("{prefix:02x}")))?;
         }
+        // The directories themselves must survive a crash before any chunk goes in them.
+        sync_dir(&files.dir)?;
+        sync_dir(dir)?;
         let found = files.walk(|partial| fs::remove_file(partial))?;
         Ok((files, found))
     }
@@ -101,7 +118,31 @@ impl ChunkFiles {
         file.write_all(value)?;
         file.sync_data()?;
         fs::rename(&partial, &path)?;
-        File::open(self.subdir(key))?.sync_all()
+        self.sync_subdir(key)
+    }
+
+    /// Makes sure the chunk's file, found in place, is durable: a put that finds it may
+    /// ack only then.
+    pub fn make_durable(&self, key: &ItemKey) -> io::Result<()> {
+        let pending = self.unsynced.lock().expect("never poisoned").contains(&key.id[0]);
+        if pending { self.sync_subdir(key) } else { Ok(()) }
+    }
+
+    fn sync_subdir(&self, key: &ItemKey) -> io::Result<()> {
+        #[cfg(test)]
+        let result = if self.fail_dir_syncs.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(io::Error::other("injected directory sync failure"))
+        } else {
+            sync_dir(&self.subdir(key))
+        };
+        #[cfg(not(test))]
+        let result = sync_dir(&self.subdir(key));
+        let mut unsynced = self.unsynced.lock().expect("never poisoned");
+        match result {
+            Ok(()) => unsynced.remove(&key.id[0]),
+            Err(_) => unsynced.insert(key.id[0]),
+        };
+        result
     }
 
     /// Removes the chunk's file; its size, or `None` if there was none. Not synced: a
@@ -110,6 +151,10 @@ impl ChunkFiles {
         let Some(len) = self.len(key)? else { return Ok(None) };
         absent_as_none(fs::remove_file(self.path(key)).map(|()| len))
     }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn absent_as_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {

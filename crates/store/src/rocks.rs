@@ -157,6 +157,9 @@ impl Store for RocksStore {
                 // version of a name record) or merges with it (a reference set).
                 Some(old) if verify_item(key, &old).is_ok() => match resolve(key, &old, given) {
                     Kept::Old => {
+                        if in_file(key, old.len()) {
+                            self.files.make_durable(key).map_err(io("sync a chunk directory"))?;
+                        }
                         if old != **given {
                             kept.push((*key, Bytes::from(old)));
                         }
@@ -381,6 +384,24 @@ fn open_error(path: &Path, err: rocksdb::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11, defect 9: a put whose directory sync failed is refused, but its chunk's
+    /// file is in place, and a later put of the chunk found it and acked without a sync.
+    #[test]
+    fn a_chunk_whose_directory_sync_failed_is_not_acked_by_a_later_put() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let value = Bytes::from(vec![5u8; CHUNK_FILE_MIN_BYTES]);
+        let item = (ItemKey::chunk(blake3::hash(&value).into()), value);
+        store.files.fail_dir_syncs.store(true, Relaxed);
+        assert!(store.put(std::slice::from_ref(&item)).is_err());
+        assert!(store.put(std::slice::from_ref(&item)).is_err(), "acked a chunk whose rename may not survive a crash");
+        store.files.fail_dir_syncs.store(false, Relaxed);
+        assert_eq!(store.put(std::slice::from_ref(&item)).unwrap(), []);
+        store.files.fail_dir_syncs.store(true, Relaxed);
+        assert_eq!(store.put(std::slice::from_ref(&item)).unwrap(), [], "once synced, no more syncs are needed");
+    }
 
     #[test]
     fn second_open_of_same_dir_is_refused() {
