@@ -61,6 +61,37 @@ build() {
   (cd "$REPO" && cargo build --release --locked --workspace --bins --examples) >&2
 }
 
+# Port bases in use by testnets on this machine, one directory each, holding the path of
+# the testnet that claimed it, so testnets started at once (tests run in parallel) never
+# share ports. A claim whose testnet folder is gone is stale and taken over.
+PORT_CLAIMS=${TMPDIR:-/tmp}/shoal-testnet-ports
+
+claim_ports_base() {
+  mkdir -p "$PORT_CLAIMS"
+  local base claim
+  for _ in $(seq 1 500); do
+    base=$((20000 + RANDOM % 60 * 200))
+    claim="$PORT_CLAIMS/$base"
+    if [[ -f $claim/testnet && ! -d $(cat "$claim/testnet") ]]; then
+      rm -rf "$claim"
+    fi
+    if mkdir "$claim" 2>/dev/null; then
+      echo "$TESTNET_DIR" >"$claim/testnet"
+      echo "$base"
+      return 0
+    fi
+  done
+  die "no free port range for a testnet (claims in $PORT_CLAIMS)"
+}
+
+release_ports_base() {
+  local base
+  base=$(cat "$TESTNET_DIR/ports_base" 2>/dev/null) || return 0
+  if [[ $(cat "$PORT_CLAIMS/$base/testnet" 2>/dev/null) == "$TESTNET_DIR" ]]; then
+    rm -rf "${PORT_CLAIMS:?}/$base"
+  fi
+}
+
 peer_dir() { echo "$TESTNET_DIR/peer$1"; }
 size() { cat "$TESTNET_DIR/size" 2>/dev/null || die "no testnet in $TESTNET_DIR; start one with testnet/up"; }
 

@@ -9,7 +9,7 @@ use shoal_node::Node;
 use shoal_store::RocksStore;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::Config;
 use crate::data_dir::DataDir;
@@ -40,6 +40,12 @@ impl Daemon {
         let data_dir = DataDir::lock(&config.data_dir)?;
         let keypair = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
         let store = RocksStore::open(&data_dir.join("store")).context("cannot open the store")?;
+        // Logged after the store opened, so an error before it (a data dir in use, a bad
+        // config) stays one line.
+        match crate::limits::raise_open_files_limit() {
+            Ok((before, after)) => info!(?before, ?after, "open files limit raised to the hard limit"),
+            Err(error) => warn!("cannot raise the open files limit: {error}"),
+        }
 
         let mut net_config = NetConfig::new(keypair, config.replication_factor);
         net_config.listen = parse_addrs(&config.listen, "listen")?;

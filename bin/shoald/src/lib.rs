@@ -4,6 +4,7 @@
 pub mod config;
 mod daemon;
 mod data_dir;
+pub mod limits;
 mod network;
 
 pub use config::{Args, Config};

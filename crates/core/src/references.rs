@@ -73,6 +73,10 @@ impl References {
         self.entries.is_empty()
     }
 
+    pub fn contains(&self, referrer: &Referrer) -> bool {
+        self.entries.contains_key(referrer)
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = (&Referrer, &RefState)> {
         self.entries.iter()
     }

@@ -1,8 +1,9 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/5`), one request and one
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/6`), one request and one
 //! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
 //! item values apart from the rest of a message ([`Payloads`]); version 4 keys pins by
 //! their object and answers a store with the newer name record a replica kept; version 5
-//! replaced collection marks with reference sets ([`Request::Refer`]).
+//! replaced collection marks with reference sets ([`Request::Refer`]); version 6 answers
+//! a `Refer` with the ids whose chunk the holder lacks and bounds `Have` to 256 keys.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

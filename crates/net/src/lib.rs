@@ -27,7 +27,7 @@ pub use libp2p::identity::Keypair;
 /// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
 /// The item transfer protocol.
-pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/5";
+pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/6";
 
 /// Everything the swarm needs to start.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl NetConfig {
 
     /// What peers announce through identify; equal strings mean compatible peers.
     fn protocol_version(&self) -> String {
-        format!("/shoal/5 replication={}", self.replication_factor)
+        format!("/shoal/6 replication={}", self.replication_factor)
     }
 }
 

@@ -13,9 +13,9 @@
 //!    record at all prove nothing: the entry stays live;
 //! 2. for each set whose entries have all been dead for `gc_grace`, asks all R holders of
 //!    the id for their sets and merges the answers in. Only if each of them answered with
-//!    a set, and this peer can prove every binding of the merge dead by its own evidence
-//!    (so a peer that sends deaths it cannot back deletes nothing), does it delete its
-//!    chunk and manifest of that id, under the key's lock after reading the set once
+//!    a set, and none knows a reference this peer had not heard of (that one is learnt
+//!    first, and the deletion waits for a later round), does it delete its chunk and
+//!    manifest of that id, under the key's lock after reading the set once
 //!    more, so a put that refers to the item again meanwhile keeps it;
 //! 3. forgets sets that have been all dead for `tombstone_lifetime` and keep nothing here.
 //!
@@ -24,7 +24,7 @@
 //! chunk's set in the chunk's own batch, so every holder that acknowledges the chunk keeps
 //! (or writes again) it. Outages and partitions only delay all of this.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use futures::stream::{self, StreamExt};
@@ -54,9 +54,9 @@ impl<S: Store, N: Network> Node<S, N> {
     pub async fn collection_round(&self) {
         let mut sets = self.local_reference_sets().await;
         let grace = self.inner.config.gc_grace.as_millis() as u64;
-        let candidates: Vec<Hash32> =
+        let candidates: HashSet<Hash32> =
             sets.iter().filter(|(_, set)| set.dead_for(grace, wall_ms())).map(|(id, _)| *id).collect();
-        let newest = self.newest_versions(&sets, &candidates).await;
+        let newest = self.newest_versions(&sets).await;
         let now = wall_ms();
         let mut killed = Vec::new();
         for (id, set) in &mut sets {
@@ -82,7 +82,7 @@ impl<S: Store, N: Network> Node<S, N> {
             return;
         }
         for (id, set) in sets.into_iter().filter(|(id, _)| candidates.contains(id)) {
-            self.collect(id, set, &newest, now).await;
+            self.collect(id, set, now).await;
         }
     }
 
@@ -105,16 +105,13 @@ impl<S: Store, N: Network> Node<S, N> {
         sets
     }
 
-    /// For every name that a live binding reference among `sets`, or any binding of the
-    /// `candidates` sets, names: the newest version that a quorum of its holders holds a
-    /// record at least as new as. Names without such a quorum are absent: that proves
-    /// nothing.
-    async fn newest_versions(&self, sets: &[(Hash32, References)], candidates: &[Hash32]) -> HashMap<Hash32, Version> {
-        let referrers = sets.iter().flat_map(|(id, set)| {
-            let all = candidates.contains(id).then(|| set.entries().map(|(referrer, _)| *referrer));
-            set.live().chain(all.into_iter().flatten())
-        });
-        let mut names: Vec<Hash32> = referrers
+    /// For every name that a live binding reference among `sets` names: the newest version
+    /// that a quorum of its holders holds a record at least as new as. Names without such
+    /// a quorum are absent: that proves nothing.
+    async fn newest_versions(&self, sets: &[(Hash32, References)]) -> HashMap<Hash32, Version> {
+        let mut names: Vec<Hash32> = sets
+            .iter()
+            .flat_map(|(_, set)| set.live())
             .filter_map(|referrer| match referrer {
                 Referrer::Binding { name, .. } => Some(name),
                 Referrer::Upload(_) => None,
@@ -146,10 +143,11 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Deletes the chunk and manifest of `id` held here, if all R holders of the id agree
-    /// that every reference to them has been dead for the grace period and `newest` (this
-    /// round's evidence) proves each of those deaths; forgets `set` once it is old and
-    /// keeps nothing here.
-    async fn collect(&self, id: Hash32, mut set: References, newest: &HashMap<Hash32, Version>, now: u64) {
+    /// that every reference to them has been dead for the grace period and none of them
+    /// knows a reference that this peer's `local` set (all dead) lacks; forgets the set
+    /// once it is old and keeps nothing here.
+    async fn collect(&self, id: Hash32, local: References, now: u64) {
+        let mut set = local.clone();
         let kept = [ItemKey::chunk(shoal_core::ChunkId(id)), ItemKey::manifest(shoal_core::ObjectId(id))];
         let held: Vec<ItemKey> = {
             let index = self.inner.index.lock().expect("never poisoned");
@@ -177,25 +175,26 @@ impl<S: Store, N: Network> Node<S, N> {
                 Err(reason) => return debug!(%holder, ?references, "collection waits for a holder: {reason}"),
             }
         }
+        // A reference this peer had not heard of is learnt first, and decided on in a later
+        // round with everything else it holds.
         let grace = self.inner.config.gc_grace.as_millis() as u64;
-        let proven = |set: &References| {
-            set.dead_for(grace, now) && set.entries().all(|(referrer, _)| Self::proven_dead(referrer, newest))
-        };
-        if !proven(&set) {
-            // A holder knows a reference this peer had not heard of: learn it.
+        let agreed =
+            |set: &References| set.dead_for(grace, now) && set.entries().all(|(referrer, _)| local.contains(referrer));
+        if !agreed(&set) {
+            // A holder knows a reference, or a death, this peer had not heard of: learn it.
             if let Err(error) = self.store_references(vec![(id, set)]).await {
                 warn!(?references, "cannot record references: {error}");
             }
             return;
         }
         let _key = self.lock_key(&references).await;
-        let mut local = match self.with_store(move |store| store.get(&references)).await {
+        let mut current = match self.with_store(move |store| store.get(&references)).await {
             Ok(Some(value)) => codec::decode::<References>(&value).expect("verified by the store"),
             Ok(None) => return,
             Err(error) => return warn!(?references, "collection cannot re-read a set: {error}"),
         };
-        local.merge(&set);
-        if !proven(&local) {
+        current.merge(&set);
+        if !agreed(&current) {
             return;
         }
         for key in held {
@@ -209,17 +208,6 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
                 Err(error) => warn!(item = ?key, "cannot collect: {error}"),
             }
-        }
-    }
-
-    /// Whether this peer's own evidence shows that a dead `referrer` keeps nothing. A
-    /// binding needs a quorum of its name's holders holding a newer record; a lease's
-    /// death is its coordinator's word (the put referred its chunks to a binding) or its
-    /// deadline, so the set's say-so is taken.
-    fn proven_dead(referrer: &Referrer, newest: &HashMap<Hash32, Version>) -> bool {
-        match referrer {
-            Referrer::Upload(_) => true,
-            Referrer::Binding { name, version } => newest.get(name).is_some_and(|newest| newest > version),
         }
     }
 

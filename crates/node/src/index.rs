@@ -43,6 +43,11 @@ impl KeyIndex {
         true
     }
 
+    /// The content tag `key` is held with, if held.
+    pub fn tag(&self, key: &ItemKey) -> Option<ContentTag> {
+        self.keys[Bucket::of(key).index()].get(key).copied()
+    }
+
     pub fn contains(&self, key: &ItemKey) -> bool {
         self.keys[Bucket::of(key).index()].contains_key(key)
     }

@@ -321,11 +321,18 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(ids.into_iter().filter(|id| !index.contains(&ItemKey::chunk(shoal_core::ChunkId(*id)))).collect())
     }
 
-    pub(crate) async fn delete_local(&self, key: ItemKey) -> Result<(), StoreError> {
+    /// Deletes the local copy of `key` if it still holds what `expected` tags: a name
+    /// record or reference set that changed since the caller looked (a newer write, a
+    /// merge) is newer than what the caller decided about, so it stays. Returns whether
+    /// the copy was deleted.
+    pub(crate) async fn delete_local(&self, key: ItemKey, expected: ContentTag) -> Result<bool, StoreError> {
         let _key = self.lock_key(&key).await;
+        if self.inner.index.lock().expect("never poisoned").tag(&key) != Some(expected) {
+            return Ok(false);
+        }
         self.with_store(move |store| store.delete(&key)).await?;
         self.inner.index.lock().expect("never poisoned").remove(&key);
-        Ok(())
+        Ok(true)
     }
 
     /// The item from the local store, `Ok(None)` if absent. A copy that fails verification

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode, bucket_holders};
+use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode, bucket_holders, content_tag};
 use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey, codec};
@@ -415,19 +415,20 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Moves items this peer should no longer hold to their rightful holders, deleting the
     /// local copy only once every one of them has it. Returns how many copies were missing.
-    async fn hand_off(&self, view: &[PeerKey]) -> usize {
+    pub(crate) async fn hand_off(&self, view: &[PeerKey]) -> usize {
         let me = self.local_peer();
         let mut by_holder: BTreeMap<PeerKey, Vec<ItemKey>> = BTreeMap::new();
-        let mut leaving: BTreeMap<ItemKey, usize> = BTreeMap::new();
+        // Each leaving item with the holders it needs and the content it had when pushed.
+        let mut leaving: BTreeMap<ItemKey, (usize, ContentTag)> = BTreeMap::new();
         {
             let index = self.inner.index.lock().expect("never poisoned");
             for (_, keys) in index.occupied() {
-                for key in keys.keys() {
+                for (key, tag) in keys {
                     let holders = self.holders(view, key);
                     if holders.contains(me) {
                         continue;
                     }
-                    leaving.insert(*key, holders.len());
+                    leaving.insert(*key, (holders.len(), *tag));
                     for holder in holders {
                         by_holder.entry(holder).or_default().push(*key);
                     }
@@ -483,12 +484,15 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             }
         }
-        for (key, needed) in leaving {
+        for (key, (needed, tag)) in leaving {
             if confirmed.get(&key).copied().unwrap_or(0) >= needed {
-                match self.delete_local(key).await {
-                    Ok(()) => {
+                // A name record or reference set that changed since it was pushed holds
+                // something its holders may not have yet: it stays for the next round.
+                match self.delete_local(key, tag).await {
+                    Ok(true) => {
                         self.inner.counters.handoffs.fetch_add(1, Ordering::Relaxed);
                     }
+                    Ok(false) => {}
                     Err(error) => warn!(item = ?key, "handoff: cannot drop local copy: {error}"),
                 }
             }
@@ -545,8 +549,9 @@ impl<S: Store, N: Network> Node<S, N> {
         let record: shoal_core::names::NameRecord = codec::decode(value).expect("verified by the store");
         let age_ms = crate::clock::wall_ms().saturating_sub(record.version.wall_ms);
         if record.is_tombstone() && u128::from(age_ms) > self.inner.config.tombstone_lifetime.as_millis() {
-            match self.delete_local(key).await {
-                Ok(()) => debug!(name = %record.name, "purged an expired tombstone"),
+            match self.delete_local(key, content_tag(&key, value)).await {
+                Ok(true) => debug!(name = %record.name, "purged an expired tombstone"),
+                Ok(false) => {}
                 Err(error) => warn!(name = %record.name, "cannot purge a tombstone: {error}"),
             }
         }

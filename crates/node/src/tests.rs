@@ -469,7 +469,8 @@ mod repair {
 
         // Drop one item from one holder: its next round fetches that item and nothing else.
         let key = *node.local_items().await.unwrap().first().unwrap();
-        node.delete_local(key).await.unwrap();
+        let tag = node.inner.index.lock().unwrap().tag(&key).unwrap();
+        assert!(node.delete_local(key, tag).await.unwrap());
         node.repair_round().await;
         assert_eq!(cluster.moved(), 1);
         assert!(node.inner.store.contains(&key).unwrap());
@@ -744,6 +745,60 @@ mod names {
         let later = bind(&cluster.node(coordinator), "doc", 20, Consistency::Quorum).await.unwrap();
         let winner = cluster.node(coordinator).resolve_name("doc", Consistency::All).await.unwrap().unwrap();
         assert_eq!(winner.id, later, "the acknowledged write lost to an older failed one");
+    }
+
+    /// A handoff pushes a name record, then deletes its copy. A newer record that arrived
+    /// in between was deleted with it, on the only peer that had it.
+    #[tokio::test(start_paused = true)]
+    async fn handoff_keeps_a_record_that_changed_after_it_was_pushed() {
+        let cluster = Arc::new(Cluster::new(5));
+        cluster.connect_all();
+        let holders = cluster.holders_of_name("doc");
+        let leaving = (0..5).find(|i| !holders.contains(i)).unwrap();
+        let binding = |bytes: &[u8]| Binding::Object { id: ObjectId::from(blake3::hash(bytes)), size: 1 };
+        let record = move |wall_ms, bytes: &[u8]| {
+            let record = NameRecord {
+                name: "doc".into(),
+                version: Version { wall_ms, logical: 0, writer: 9 },
+                binding: binding(bytes),
+            };
+            vec![(record.key(), Bytes::from(codec::encode(&record)))]
+        };
+        let now = crate::clock::wall_ms();
+        cluster.node(leaving).store_local(record(now, b"old")).await.unwrap();
+        for &holder in &holders {
+            cluster.set_fault(holder, Fault::Slow);
+        }
+        // The newer record arrives while the pushes of the old one are under way.
+        let newer = {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SLOW_ANSWER + SLOW_ANSWER / 2).await;
+                cluster.node(leaving).store_local(record(now + 1, b"new")).await.unwrap();
+            })
+        };
+        let node = cluster.node(leaving);
+        node.hand_off(&node.view()).await;
+        newer.await.unwrap();
+        let kept = cluster.records("doc").into_iter().find(|(index, _)| *index == leaving);
+        assert_eq!(
+            kept.and_then(|(_, record)| record).map(|r| r.version.wall_ms),
+            Some(now + 1),
+            "the newer record was deleted"
+        );
+
+        // The next round hands the newer one over, then lets it go.
+        for &holder in &holders {
+            cluster.world.faults.lock().unwrap().remove(&cluster.peers[holder]);
+        }
+        node.hand_off(&node.view()).await;
+        let records = cluster.records("doc");
+        assert!(
+            records
+                .iter()
+                .all(|(index, record)| holders.contains(index) && record.as_ref().unwrap().version.wall_ms == now + 1),
+            "{records:?}"
+        );
     }
 
     /// Issue 11, defect 5: one record from the end of time made a name unwritable, and a

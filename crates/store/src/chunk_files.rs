@@ -49,10 +49,13 @@ impl ChunkFiles {
             #[cfg(test)]
             fail_dir_syncs: std::sync::atomic::AtomicBool::new(false),
         };
+        // The directories must survive a crash before any chunk goes in them, and a sync
+        // that failed before a restart is not remembered: sync them all once here.
         for prefix in 0..=u8::MAX {
-            fs::create_dir_all(files.dir.join(format!("{prefix:02x}")))?;
+            let subdir = files.dir.join(format!("{prefix:02x}"));
+            fs::create_dir_all(&subdir)?;
+            sync_dir(&subdir)?;
         }
-        // The directories themselves must survive a crash before any chunk goes in them.
         sync_dir(&files.dir)?;
         sync_dir(dir)?;
         let found = files.walk(|partial| fs::remove_file(partial))?;
