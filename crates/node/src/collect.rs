@@ -181,7 +181,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let agreed =
             |set: &References| set.dead_for(grace, now) && set.entries().all(|(referrer, _)| local.contains(referrer));
         if !agreed(&set) {
-            // A holder knows a reference, or a death, this peer had not heard of: learn it.
+            // A holder knows a reference this peer had not heard of: learn it.
             if let Err(error) = self.store_references(vec![(id, set)]).await {
                 warn!(?references, "cannot record references: {error}");
             }
