@@ -818,6 +818,14 @@ mod names {
 
         let later = bind(&cluster.node(1), "doc", 20, Consistency::All).await.unwrap();
         assert_eq!(cluster.node(2).resolve_name("doc", Consistency::All).await.unwrap().unwrap().id, later);
+
+        // One already stored (before clocks were bounded) counts as that holder's failed
+        // ack: a QUORUM write goes through the others, and reads skip it.
+        cluster.node(holder).inner.store.put(&[(forever.key(), codec::encode(&forever).into())]).unwrap();
+        let error = bind(&cluster.node(1), "doc", 30, Consistency::All).await.unwrap_err();
+        assert!(error.to_string().contains("ahead"), "{error}");
+        let quorum = bind(&cluster.node(1), "doc", 40, Consistency::Quorum).await.unwrap();
+        assert_eq!(cluster.node(3).resolve_name("doc", Consistency::Quorum).await.unwrap().unwrap().id, quorum);
         let now = crate::clock::wall_ms();
         for index in 0..4 {
             let version = cluster.node(index).inner.clock.lock().unwrap().tick(now);
