@@ -110,11 +110,13 @@ impl<S: Store, N: Network> Node<S, N> {
             if peer == self.local_peer() {
                 return self.local_names(prefix).await.map_err(|reason| (peer.to_string(), reason));
             }
-            match self.inner.network.request(peer, Request::ListNames { prefix: prefix.to_owned() }).await {
-                Ok(Response::Names(records)) => Ok(records),
-                Ok(other) => Err((peer.to_string(), format!("unexpected answer {other:?}"))),
-                Err(error) => Err((peer.to_string(), error.to_string())),
-            }
+            let request = Request::ListNames { prefix: prefix.to_owned() };
+            self.call(peer, request, |answer| match answer {
+                Response::Names(records) => Ok(records),
+                other => Err(other),
+            })
+            .await
+            .map_err(|reason| (peer.to_string(), reason))
         }))
         .await;
         let mut winners: std::collections::BTreeMap<String, NameRecord> = std::collections::BTreeMap::new();

@@ -245,6 +245,22 @@ impl<S: Store, N: Network> Node<S, N> {
         *self.inner.whole_network.lock().expect("never poisoned") = None;
     }
 
+    /// Sends `request` to `peer` and returns what `expected` takes from the answer: a
+    /// `Failed` answer, any other answer (which `expected` hands back) and a network error
+    /// become the reason it failed.
+    pub(crate) async fn call<T>(
+        &self,
+        peer: &PeerKey,
+        request: Request,
+        expected: impl FnOnce(Response) -> Result<T, Response>,
+    ) -> Result<T, String> {
+        match self.inner.network.request(peer, request).await {
+            Ok(Response::Failed(reason)) => Err(reason),
+            Ok(response) => expected(response).map_err(|other| format!("unexpected answer {other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
     /// Runs a store call on the blocking pool.
     pub(crate) async fn with_store<T, F>(&self, work: F) -> Result<T, StoreError>
     where

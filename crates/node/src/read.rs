@@ -117,11 +117,10 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// The item from `peer`, unverified; `None` if it does not hold it.
     pub(crate) async fn fetch_remote(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<Bytes>, String> {
-        match self.inner.network.request(peer, Request::Fetch { key }).await {
-            Ok(Response::Item(item)) => Ok(item),
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(error) => Err(error.to_string()),
-        }
+        self.call(peer, Request::Fetch { key }, |answer| match answer {
+            Response::Item(item) => Ok(item),
+            other => Err(other),
+        })
+        .await
     }
 }

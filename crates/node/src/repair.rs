@@ -389,12 +389,8 @@ impl<S: Store, N: Network> Node<S, N> {
                 let value = self.fetch_local(*key).await?.ok_or("no longer held here")?;
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
-                match self.inner.network.request(to, Request::Store { items: vec![(*key, value)] }).await {
-                    Ok(Response::Stored { .. }) => len,
-                    Ok(Response::Failed(reason)) => return Err(reason),
-                    Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                    Err(error) => return Err(error.to_string()),
-                }
+                self.store_on(to, vec![(*key, value)]).await?;
+                len
             }
             Transfer::Fetch { key, from } => {
                 let value = self.fetch_from(from, *key).await?;

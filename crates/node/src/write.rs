@@ -365,12 +365,11 @@ impl<S: Store, N: Network> Node<S, N> {
         if peer == self.local_peer() {
             return self.refer_local(sets).await.map_err(|e| e.to_string());
         }
-        match self.inner.network.request(peer, Request::Refer { sets }).await {
-            Ok(Response::Referred { without_chunk }) => Ok(without_chunk),
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(error) => Err(error.to_string()),
-        }
+        self.call(peer, Request::Refer { sets }, |answer| match answer {
+            Response::Referred { without_chunk } => Ok(without_chunk),
+            other => Err(other),
+        })
+        .await
     }
 
     /// Writes items that share one id (hence their R closest peers) to those peers, one
@@ -448,12 +447,11 @@ impl<S: Store, N: Network> Node<S, N> {
         if peer == self.local_peer() {
             return self.store_local(items).await.map_err(|e| e.to_string());
         }
-        match self.inner.network.request(peer, Request::Store { items }).await {
-            Ok(Response::Stored { newer }) => Ok(newer),
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(error) => Err(error.to_string()),
-        }
+        self.call(peer, Request::Store { items }, |answer| match answer {
+            Response::Stored { newer } => Ok(newer),
+            other => Err(other),
+        })
+        .await
     }
 }
 
