@@ -203,3 +203,33 @@ fn an_object_outlives_its_name_holders_down_for_ten_grace_periods() {
         assert!(std::fs::read(&copy).unwrap() == bytes, "peer {peer} read back other bytes");
     }
 }
+
+/// Issue 11, defect 4, through real processes: six peers join a 3-peer testnet holding
+/// 48 objects of 32 MiB. Reads through the newcomers, while handoff moves a few GiB and
+/// after it has, find every object: no 404 from a new holder that has nothing yet.
+#[test]
+fn large_objects_read_back_while_six_peers_join() {
+    const OBJECTS: usize = 48;
+    let testnet = Testnet::up(3);
+    let work = tempfile::tempdir().unwrap();
+    let objects: Vec<(String, PathBuf)> = (0..OBJECTS)
+        .map(|i| {
+            let (file, _) = pseudo_random_file(work.path(), 32 << 20, &format!("large-{i}"));
+            let id = stdout(&testnet.shoal(1 + i % 3, &["put", file.to_str().unwrap(), "--consistency", "all"]));
+            (id, file)
+        })
+        .collect();
+    let items = all_items(&testnet, &[1, 2, 3]);
+
+    testnet.run("add", &["6"]);
+    let all: Vec<usize> = (1..=9).collect();
+    let during = testnet.placement_error(&all, &items);
+    for (n, object) in objects.iter().enumerate() {
+        assert_all_read_back(&testnet, 4 + n % 6, std::slice::from_ref(object), work.path());
+    }
+    assert!(during.is_some(), "handoff was already over when the reads began: they proved nothing");
+    testnet.wait_for_exact_placement(&all, &items, Duration::from_secs(300));
+    for (n, object) in objects.iter().enumerate() {
+        assert_all_read_back(&testnet, 9 - n % 6, std::slice::from_ref(object), work.path());
+    }
+}

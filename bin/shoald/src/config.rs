@@ -63,6 +63,7 @@ pub struct Config {
     pub chunks_in_flight: usize,
     pub request_timeout_secs: u64,
     pub failure_grace_ms: u64,
+    pub move_window_secs: u64,
     pub anti_entropy_interval_ms: u64,
     pub repair_concurrency: usize,
     pub repair_bytes_per_sec: u64,
@@ -76,25 +77,29 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The node's defaults, in this file's units.
     fn default() -> Self {
+        let node = shoal_node::NodeConfig::default();
+        let ms = |duration: Duration| u64::try_from(duration.as_millis()).expect("defaults fit");
         Self {
             data_dir: PathBuf::from("shoal-data"),
             listen: vec!["/ip4/0.0.0.0/tcp/4001".into()],
             bootstrap: Vec::new(),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
-            replication_factor: 3,
-            chunks_in_flight: 8,
+            replication_factor: node.replication_factor,
+            chunks_in_flight: node.chunks_in_flight,
             request_timeout_secs: 30,
-            failure_grace_ms: 30_000,
-            anti_entropy_interval_ms: 30_000,
-            repair_concurrency: 4,
-            repair_bytes_per_sec: 64 << 20,
-            scrub_bytes_per_sec: 8 << 20,
-            scrub_pause_secs: 3600,
-            tombstone_lifetime_secs: 7 * 24 * 3600,
-            gc_grace_ms: 3_600_000,
-            gc_interval_ms: 300_000,
-            upload_lifetime_secs: 24 * 3600,
+            failure_grace_ms: ms(node.failure_grace),
+            move_window_secs: node.move_window.as_secs(),
+            anti_entropy_interval_ms: ms(node.anti_entropy_interval),
+            repair_concurrency: node.repair_concurrency,
+            repair_bytes_per_sec: node.repair_bytes_per_sec,
+            scrub_bytes_per_sec: node.scrub_bytes_per_sec,
+            scrub_pause_secs: node.scrub_pause.as_secs(),
+            tombstone_lifetime_secs: node.tombstone_lifetime.as_secs(),
+            gc_grace_ms: ms(node.gc_grace),
+            gc_interval_ms: ms(node.gc_interval),
+            upload_lifetime_secs: node.upload_lifetime.as_secs(),
             fault_injection: false,
         }
     }
@@ -144,7 +149,6 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!((1..=16).contains(&self.replication_factor), "replication factor must be 1 to 16");
         anyhow::ensure!((1..=256).contains(&self.chunks_in_flight), "chunks_in_flight must be 1 to 256");
         anyhow::ensure!(self.request_timeout_secs > 0, "request_timeout_secs must be positive");
         // Rounds keep connections to counted peers busy; idle ones close after 10 minutes.
@@ -153,14 +157,8 @@ impl Config {
             "anti_entropy_interval_ms must be 1 to 300000"
         );
         anyhow::ensure!((1..=256).contains(&self.repair_concurrency), "repair_concurrency must be 1 to 256");
-        anyhow::ensure!(self.repair_bytes_per_sec > 0, "repair_bytes_per_sec must be positive");
-        anyhow::ensure!(
-            self.gc_interval_ms > 0 && self.gc_interval_ms * 3 <= self.gc_grace_ms,
-            "gc_interval_ms must be positive and at most a third of gc_grace_ms"
-        );
-        anyhow::ensure!(self.scrub_bytes_per_sec > 0, "scrub_bytes_per_sec must be positive");
-        anyhow::ensure!(self.upload_lifetime_secs > 0, "upload_lifetime_secs must be positive");
         anyhow::ensure!(!self.listen.is_empty(), "at least one listen address is needed");
+        self.node_config().validate()?;
         Ok(())
     }
 
@@ -173,6 +171,7 @@ impl Config {
             replication_factor: self.replication_factor,
             chunks_in_flight: self.chunks_in_flight,
             failure_grace: Duration::from_millis(self.failure_grace_ms),
+            move_window: Duration::from_secs(self.move_window_secs),
             anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms),
             repair_concurrency: self.repair_concurrency,
             repair_bytes_per_sec: self.repair_bytes_per_sec,
@@ -203,6 +202,24 @@ mod tests {
             Config::from_args(args(&["--config", path.to_str().unwrap(), "--replication-factor", "2"])).unwrap();
         assert_eq!(config.replication_factor, 2);
         assert_eq!(config.api_addr.port(), 9000);
+    }
+
+    #[test]
+    fn the_defaults_are_the_nodes() {
+        let config = Config::default();
+        assert_eq!(config.node_config().network_settings(), shoal_node::NodeConfig::default().network_settings());
+        assert_eq!(Config::from_args(args(&[])).unwrap().gc_grace_ms, config.gc_grace_ms);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_one_line_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shoald.toml");
+        std::fs::write(&path, "tombstone_lifetime_secs = 60\n").unwrap();
+        let error = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+        assert_eq!(error, "tombstone_lifetime must be longer than gc_grace");
+        let error = Config::from_args(args(&["--gc-grace-ms", "0"])).unwrap_err().to_string();
+        assert!(error.starts_with("gc_grace must be positive") && !error.contains('\n'), "{error}");
     }
 
     #[test]

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use shoal_core::settings::Announcement;
 use shoal_net::{InboundRequest, NetConfig, PeerEvent};
 use shoal_node::Node;
-use shoal_store::RocksStore;
+use shoal_store::{RocksStore, Store};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -47,13 +48,16 @@ impl Daemon {
             Err(error) => warn!("cannot raise the open files limit: {error}"),
         }
 
-        let mut net_config = NetConfig::new(keypair, config.replication_factor);
+        let node_config = config.node_config();
+        let announcement =
+            Announcement { settings: node_config.network_settings(), holding_since_ms: store.created_ms() };
+        let mut net_config = NetConfig::new(keypair, announcement);
         net_config.listen = parse_addrs(&config.listen, "listen")?;
         net_config.bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
         net_config.request_timeout = config.request_timeout();
         let network = shoal_net::start(net_config).await?;
         let network_status = network.client.status().await?;
-        let node = Node::new(config.node_config(), store, Libp2pNetwork(network.client))?;
+        let node = Node::new(node_config, store, Libp2pNetwork(network.client))?;
         let listener = tokio::net::TcpListener::bind(config.api_addr)
             .await
             .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
@@ -131,7 +135,7 @@ async fn serve(
 async fn follow_peers(node: ShoalNode, mut events: mpsc::UnboundedReceiver<PeerEvent>) {
     while let Some(event) = events.recv().await {
         match event {
-            PeerEvent::Up(peer) => node.peer_up(peer),
+            PeerEvent::Up { peer, holding_since_ms } => node.peer_up(peer, holding_since_ms),
             PeerEvent::Down(peer) => node.peer_down(&peer),
         }
     }

@@ -1,7 +1,8 @@
 //! Shoal serves lookups to anyone and data only to its own kind. A standard libp2p
 //! Kademlia client (another identify version, kad in client mode, speaking
 //! `/shoal/kad/1.0.0`) finds every Shoal peer through one of them and is never given an
-//! item; a Shoal peer with another replication factor stays connected but holds nothing.
+//! item; a Shoal peer with another replication factor or grace period stays connected but
+//! holds nothing.
 //! This file plays the foreign implementation, so it alone among the daemon's tests
 //! names libp2p.
 
@@ -133,22 +134,28 @@ async fn a_foreign_kademlia_client_finds_every_peer_and_is_given_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_with_another_replication_factor_holds_nothing() {
+async fn peers_with_other_network_settings_hold_nothing() {
     let peers = start_network(4).await;
-    let everyone = peers.iter().map(|p| p.daemon.p2p_addrs[0].clone()).collect();
-    let other = start_peer_with(everyone, |c| c.replication_factor = 2).await;
+    let everyone: Vec<String> = peers.iter().map(|p| p.daemon.p2p_addrs[0].clone()).collect();
+    let other_r = start_peer_with(everyone.clone(), |c| c.replication_factor = 2).await;
+    let other_grace = start_peer_with(everyone, |c| c.gc_grace_ms *= 2).await;
+    let others = [other_r, other_grace];
 
-    // It connects to every peer, and each keeps it out of its routing table and view.
+    // They connect to every peer, and each keeps them out of its routing table and view.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while other.client.status().await.unwrap().peers_connected < peers.len() {
-        assert!(tokio::time::Instant::now() < deadline, "the other peer did not reach every peer in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for other in &others {
+        while other.client.status().await.unwrap().peers_connected < peers.len() {
+            assert!(tokio::time::Instant::now() < deadline, "another peer did not reach every peer in 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     put_at_all(&peers[0], 12).await;
     assert_eq!(assert_every_item_on_its_r_closest(&peers, 3).await, 12);
-    assert!(other.client.local_items().await.unwrap().is_empty(), "the other peer holds nothing");
+    for other in &others {
+        assert!(other.client.local_items().await.unwrap().is_empty(), "a peer of other settings holds nothing");
+    }
     assert_eq!(routing_tables(&peers).await, [3; 4]);
-    assert_eq!(routing_tables(std::slice::from_ref(&other)).await, [0]);
+    assert_eq!(routing_tables(&others).await, [0, 0]);
     stop_all(peers).await;
-    other.daemon.stop().await.unwrap();
+    stop_all(others.into()).await;
 }

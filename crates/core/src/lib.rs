@@ -2,8 +2,8 @@
 //!
 //! Ids and hashing ([`ObjectId`], [`ChunkId`], [`chunking`]), manifests ([`Manifest`]),
 //! stored items ([`ItemKey`]), placement math ([`placement::closest`]), consistency levels,
-//! the wire messages peers exchange ([`wire`]) and the one codec that encodes them
-//! ([`codec`]).
+//! the wire messages peers exchange ([`wire`]), the settings peers must share
+//! ([`settings`]) and the one codec that encodes them ([`codec`]).
 //!
 //! Architecture invariant: no I/O, no async runtime, no libp2p, no RocksDB. Everything here
 //! is a pure function of its inputs, so it is tested exhaustively and shared by all crates.
@@ -18,6 +18,7 @@ mod manifest;
 pub mod names;
 pub mod placement;
 pub mod references;
+pub mod settings;
 pub mod wire;
 
 pub use chunking::{CHUNK_SIZE, ChunkDigest};

@@ -44,7 +44,7 @@ impl Behaviour {
         kad.set_mode(Some(kad::Mode::Server));
 
         let identify = identify::Behaviour::new(
-            identify::Config::new(config.protocol_version(), keypair.public())
+            identify::Config::new(config.announcement.to_string(), keypair.public())
                 .with_agent_version(format!("shoald/{}", env!("CARGO_PKG_VERSION"))),
         );
         let transfer = request_response::Behaviour::new(

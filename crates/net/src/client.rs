@@ -26,8 +26,9 @@ pub struct InboundRequest {
 /// What the network tells the node about other peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
-    /// A compatible peer (same protocol and replication factor) is connected.
-    Up(PeerKey),
+    /// A compatible peer (same protocol and network settings) is connected; it has held
+    /// copies since `holding_since_ms`.
+    Up { peer: PeerKey, holding_since_ms: u64 },
     /// The last connection to a peer closed.
     Down(PeerKey),
 }

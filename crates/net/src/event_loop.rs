@@ -14,6 +14,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, tcp, yamux};
 use shoal_core::PeerKey;
+use shoal_core::settings::Announcement;
 use shoal_core::wire::{Request, Response};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -52,7 +53,7 @@ struct EventLoop {
     /// most `AWAITING_IDENTIFY_MAX` per peer; beyond that, and for a peer that never
     /// identifies itself, the requester's timeout ends them.
     awaiting_identify: HashMap<PeerId, Vec<(Request, ResponseChannel<Response>)>>,
-    protocol_version: String,
+    announcement: Announcement,
     pending_lookups: HashMap<QueryId, oneshot::Sender<Vec<PeerKey>>>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
     /// Inbound requests the node is answering; their response channels wait here.
@@ -94,7 +95,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         compatible: HashSet::new(),
         refused: HashSet::new(),
         awaiting_identify: HashMap::new(),
-        protocol_version: config.protocol_version(),
+        announcement: config.announcement,
         pending_lookups: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_responses: FuturesUnordered::new(),
@@ -265,23 +266,27 @@ impl EventLoop {
 
     /// Identify decides what a peer may do. Any peer may look peers up through us (kad,
     /// with the identify and ping other implementations rely on); only a peer announcing
-    /// our protocol version and replication factor may hold data: it enters the routing
+    /// our protocol and network settings may hold data: it enters the routing
     /// table (kad inserts nothing by itself, see `Behaviour::new`), the node's view and
     /// lookups, and has its transfer requests answered.
     fn on_identify_event(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id, info, .. } = event else { return };
         let waiting = self.awaiting_identify.remove(&peer_id).unwrap_or_default();
-        if info.protocol_version != self.protocol_version {
+        let theirs = Announcement::parse(&info.protocol_version);
+        let ours = self.announcement.settings;
+        let Some(theirs) = theirs.filter(|theirs| theirs.settings == ours) else {
             // A peer that changed its announcement is no longer a holder.
             if self.compatible.remove(&peer_id) {
                 let _ = self.peer_events.send(PeerEvent::Down(peer_key(&peer_id)));
             }
             if self.refused.insert(peer_id) {
+                let why = match theirs {
+                    Some(theirs) => ours.differences(&theirs.settings).join(", "),
+                    None => format!("it speaks {:?}", info.protocol_version),
+                };
                 info!(
                     peer = %peer_id,
-                    theirs = %info.protocol_version,
-                    ours = %self.protocol_version,
-                    "serving lookups only to a peer of another protocol version or replication factor: it holds no data"
+                    "serving lookups only to a peer of another protocol or other network settings ({why}): it holds no data"
                 );
             }
             // A `/p2p/` bootstrap address put it there before identify said who it is.
@@ -290,7 +295,7 @@ impl EventLoop {
                 let _ = self.swarm.behaviour_mut().transfer.send_response(channel, incompatible());
             }
             return;
-        }
+        };
         self.refused.remove(&peer_id);
         for (request, channel) in waiting {
             self.forward_inbound(peer_id, request, channel);
@@ -300,7 +305,8 @@ impl EventLoop {
             self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
         }
         if self.connected.contains(&peer_id) && self.compatible.insert(peer_id) {
-            let _ = self.peer_events.send(PeerEvent::Up(peer_key(&peer_id)));
+            let event = PeerEvent::Up { peer: peer_key(&peer_id), holding_since_ms: theirs.holding_since_ms };
+            let _ = self.peer_events.send(event);
         }
         if !self.bootstrapped {
             self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();

@@ -19,6 +19,8 @@ mod identity;
 
 use std::time::Duration;
 
+use shoal_core::settings::Announcement;
+
 pub use client::{Client, InboundRequest, NetError, NetStatus, PeerEvent};
 pub use identity::{IdentityError, load_or_create_identity};
 pub use libp2p::Multiaddr;
@@ -35,9 +37,11 @@ pub struct NetConfig {
     pub keypair: Keypair,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
-    /// The network-wide replication factor. Peers announce it (identify) and refuse peers
-    /// that announce another, so two networks with different R never silently mix.
-    pub replication_factor: usize,
+    /// The settings every peer of the network shares, and since when this peer holds
+    /// copies. Peers announce both (identify) and hold data only with peers that announce
+    /// the same settings, so two networks with different R or grace periods never
+    /// silently mix.
+    pub announcement: Announcement,
     /// Deadline for one transfer request, both ways.
     pub request_timeout: Duration,
     /// Inbound requests queued for the node before new ones are refused as busy.
@@ -45,20 +49,15 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    pub fn new(keypair: Keypair, replication_factor: usize) -> Self {
+    pub fn new(keypair: Keypair, announcement: Announcement) -> Self {
         Self {
             keypair,
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
             bootstrap: Vec::new(),
-            replication_factor,
+            announcement,
             request_timeout: Duration::from_secs(30),
             inbound_queue_len: 256,
         }
-    }
-
-    /// What peers announce through identify; equal strings mean compatible peers.
-    fn protocol_version(&self) -> String {
-        format!("/shoal/6 replication={}", self.replication_factor)
     }
 }
 

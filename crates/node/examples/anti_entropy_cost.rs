@@ -71,8 +71,8 @@ async fn measure(items: usize) {
     let b = Node::new(config, b_store, Link { me: b_peer.clone(), other: to_a.clone() }).unwrap();
     to_b.set(b.clone()).expect("set once");
     to_a.set(a.clone()).expect("set once");
-    a.peer_up(b_peer);
-    b.peer_up(a_peer);
+    a.peer_up(b_peer, 0);
+    b.peer_up(a_peer, 0);
 
     // b lacks one item: its round descends the tree to that bucket and fetches it.
     let before = anti_entropy_bytes(&b).await;

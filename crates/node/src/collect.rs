@@ -142,7 +142,8 @@ impl<S: Store, N: Network> Node<S, N> {
             .await
     }
 
-    /// Deletes the chunk and manifest of `id` held here, if all R holders of the id agree
+    /// Deletes the chunk and manifest of `id` held here, if all holders of the id (the R
+    /// current ones, and those a recent arrival displaced) agree
     /// that every reference to them has been dead for the grace period and none of them
     /// knows a reference that this peer's `local` set (all dead) lacks; forgets the set
     /// once it is old and keeps nothing here.
@@ -160,17 +161,21 @@ impl<S: Store, N: Network> Node<S, N> {
             }
             return;
         }
-        let view = self.view();
-        let holders = self.holders(&view, &references);
-        if holders.len() < self.inner.config.replication_factor {
+        let replicas = self.replicas(&references);
+        if replicas.current().len() < self.inner.config.replication_factor {
             return debug!(?references, "collection waits for a full holder set");
         }
-        for holder in holders.iter().filter(|holder| *holder != self.local_peer()) {
+        // Holders a recent arrival displaced too: their sets may not have moved yet. One
+        // of them without a set has nothing to hand over (it never had one, or handed it
+        // to the current holders); a current holder without one has yet to receive it.
+        for holder in replicas.everyone().iter().filter(|holder| *holder != self.local_peer()) {
+            let current = replicas.current().contains(holder);
             match self.fetch_remote(holder, references).await {
                 Ok(Some(value)) => match shoal_core::verify_item(&references, &value) {
                     Ok(()) => set.merge(&codec::decode(&value).expect("verified above")),
                     Err(error) => return debug!(%holder, ?references, "collection waits: a bad set: {error}"),
                 },
+                Ok(None) if !current => {}
                 Ok(None) => return debug!(%holder, ?references, "collection waits for a holder's references"),
                 Err(reason) => return debug!(%holder, ?references, "collection waits for a holder: {reason}"),
             }

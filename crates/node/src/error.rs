@@ -19,6 +19,8 @@ pub enum NodeError {
     InsufficientAcks { key: ItemKey, got: usize, required: usize, failures: String },
     #[error("{what} unavailable: {failures}")]
     Unavailable { what: String, failures: String },
+    #[error("settings: {0}")]
+    Config(#[from] shoal_core::settings::SettingsError),
     #[error("local store: {0}")]
     Store(#[from] StoreError),
     #[error("network: {0}")]

@@ -11,12 +11,14 @@
 
 mod clock;
 mod collect;
+mod config;
 mod error;
 mod index;
 mod membership;
 mod names;
 mod network;
 mod node;
+mod policy;
 mod read;
 mod repair;
 mod write;
@@ -24,9 +26,10 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub use config::NodeConfig;
 pub use error::NodeError;
 pub use names::NameInfo;
 pub use network::{Network, NetworkError, NetworkStatus};
-pub use node::{Node, NodeConfig, NodeStatus};
+pub use node::{Node, NodeStatus};
 pub use repair::RepairStatus;
 pub use write::PutReceipt;

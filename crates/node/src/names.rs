@@ -190,24 +190,28 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok((records, corrupt.len()))
     }
 
-    /// Reads a name's record from its holders: the winner among the first
-    /// `consistency.required(R)` answers (at QUORUM and ALL, with R + W > N, these include
+    /// Reads a name's record from its holders: the winner among the first answers that
+    /// meet `consistency` in every holder set (the current one, and those before a recent
+    /// arrival: see [`crate::policy`]). At QUORUM and ALL, with R + W > N, these include
     /// every acknowledged write, and waiting for more would only wait for the slowest
-    /// holder), which at QUORUM and ALL is written back to holders among them that had an
-    /// older one or none.
+    /// holder. At QUORUM and ALL the winner is written back to current holders among them
+    /// that had an older one or none.
     pub(crate) async fn read_name(
         &self,
         name: &str,
         consistency: Consistency,
     ) -> Result<Option<NameRecord>, NodeError> {
         let key = name_key(name);
-        let holders = self.placement(&key).await?;
-        let required = consistency.required(self.inner.config.replication_factor);
+        let replicas = self.placement(&key).await?;
+        let holders = replicas.everyone();
         let mut answers: FuturesUnordered<_> =
             holders.iter().map(|peer| async move { (peer, self.fetch_record(peer, key).await) }).collect();
-        let mut failures: Vec<_> = self.placement_shortfall(&holders).into_iter().collect();
-        let mut answered = Vec::new();
-        while answered.len() < required
+        let mut failures: Vec<_> = self.placement_shortfall(replicas.current()).into_iter().collect();
+        let mut answered: Vec<(PeerKey, Option<NameRecord>)> = Vec::new();
+        let met = |answered: &[(PeerKey, Option<NameRecord>)]| {
+            replicas.met(consistency, &answered.iter().map(|(peer, _)| peer).collect::<Vec<_>>())
+        };
+        while !met(&answered)
             && let Some((peer, answer)) = answers.next().await
         {
             match answer {
@@ -215,11 +219,11 @@ impl<S: Store, N: Network> Node<S, N> {
                 Err(reason) => failures.push((peer.to_string(), reason)),
             }
         }
-        if answered.len() < required {
+        if !met(&answered) {
             return Err(NodeError::InsufficientAcks {
                 key,
                 got: answered.len(),
-                required,
+                required: consistency.required(self.inner.config.replication_factor),
                 failures: describe_failures(&failures),
             });
         }
@@ -227,6 +231,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if let Some(winner) = &winner {
             self.inner.clock.lock().expect("never poisoned").observe(winner.version);
             if consistency != Consistency::One {
+                answered.retain(|(peer, _)| replicas.current().contains(peer));
                 self.read_repair(winner, &answered);
             }
         }

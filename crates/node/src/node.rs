@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_core::digest::{ContentTag, content_tag};
 use shoal_core::names::{HybridClock, NameRecord, check_clock_offset};
-use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
+use shoal_core::placement::LOOKUP_PEERS_MAX;
 use shoal_core::references::References;
 use shoal_core::wire::{Request, Response, STORE_BATCH_MAX};
 use shoal_core::{Hash32, ItemKey, ItemKind, PeerKey, codec};
@@ -18,11 +18,12 @@ use tracing::warn;
 
 use crate::index::KeyIndex;
 use crate::membership::Membership;
+use crate::policy::Replicas;
 use crate::repair::{
     MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_HAVE, MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit,
     RepairCounters, RepairStatus,
 };
-use crate::{Network, NodeError};
+use crate::{Network, NodeConfig, NodeError};
 
 const KEY_LOCK_STRIPES: usize = 64;
 
@@ -47,59 +48,6 @@ fn refuse_records_from_far_ahead(items: &[(ItemKey, Bytes)]) -> Result<(), Store
         }
     }
     Ok(())
-}
-
-/// Replica settings. R is network-wide; the window bounds memory per request.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// R: how many peers hold every item.
-    pub replication_factor: usize,
-    /// Chunks in flight per put or get: memory per transfer is about this many MiB times
-    /// (1 + R) on a put.
-    pub chunks_in_flight: usize,
-    /// How long a peer whose connections closed still counts as a holder.
-    pub failure_grace: Duration,
-    /// Time between repair rounds when nothing changes.
-    pub anti_entropy_interval: Duration,
-    /// Repair transfers running at once.
-    pub repair_concurrency: usize,
-    /// Average bytes per second that repair may move.
-    pub repair_bytes_per_sec: u64,
-    /// Average bytes per second that scrub may read.
-    pub scrub_bytes_per_sec: u64,
-    /// Pause between two scrub passes over every item.
-    pub scrub_pause: Duration,
-    /// How long a deleted name's tombstone is kept: longer than any peer may be away and
-    /// still come back with its data (a peer away longer must be wiped before it rejoins),
-    /// or the old binding could return with it.
-    pub tombstone_lifetime: Duration,
-    /// How long every reference to a manifest or chunk must have been dead before the
-    /// item is deleted.
-    pub gc_grace: Duration,
-    /// Time between collection rounds; several must fit in `gc_grace`.
-    pub gc_interval: Duration,
-    /// How long the chunks a put wrote are kept for it before its object refers to them:
-    /// a put that takes longer fails.
-    pub upload_lifetime: Duration,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            replication_factor: 3,
-            chunks_in_flight: 8,
-            failure_grace: Duration::from_secs(30),
-            anti_entropy_interval: Duration::from_secs(30),
-            repair_concurrency: 4,
-            repair_bytes_per_sec: 64 << 20,
-            scrub_bytes_per_sec: 8 << 20,
-            scrub_pause: Duration::from_secs(3600),
-            tombstone_lifetime: Duration::from_secs(7 * 24 * 3600),
-            gc_grace: Duration::from_secs(3600),
-            gc_interval: Duration::from_secs(300),
-            upload_lifetime: Duration::from_secs(24 * 3600),
-        }
-    }
 }
 
 /// What a node reports about itself.
@@ -146,6 +94,8 @@ pub(crate) struct Inner<S, N> {
     pub quarantined: Mutex<HashSet<ItemKey>>,
     /// Striped by key: held across a store write or delete and the index update after it.
     pub key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// When this peer's store was created: its arrival, as it announces it.
+    pub holding_since_ms: u64,
     /// Versions for name writes and uploads coordinated here.
     pub clock: Mutex<HybridClock>,
     /// The last lookup that found every reachable peer, and when.
@@ -155,11 +105,7 @@ pub(crate) struct Inner<S, N> {
 impl<S: Store, N: Network> Node<S, N> {
     /// A node over `store`; reads every key (and every name record) once to build its index.
     pub fn new(config: NodeConfig, store: S, network: N) -> Result<Self, NodeError> {
-        assert!(config.replication_factor >= 1 && config.chunks_in_flight >= 1 && config.repair_concurrency >= 1);
-        assert!(
-            config.gc_interval * 3 <= config.gc_grace,
-            "collection rounds must fit several times in the grace period"
-        );
+        config.validate().map_err(NodeError::Config)?;
         let mut keys = Vec::new();
         for kind in ItemKind::ALL {
             for key in store.keys(kind)? {
@@ -183,7 +129,8 @@ impl<S: Store, N: Network> Node<S, N> {
         let inner = Inner {
             write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor)),
             index: Mutex::new(KeyIndex::new(keys)),
-            membership: Mutex::new(Membership::new(config.failure_grace)),
+            membership: Mutex::new(Membership::new(config.failure_grace, config.tombstone_lifetime)),
+            holding_since_ms: store.created_ms(),
             counters: RepairCounters::default(),
             repair_wakeup: Notify::new(),
             repair_rate: RateLimit::new(config.repair_bytes_per_sec),
@@ -204,16 +151,22 @@ impl<S: Store, N: Network> Node<S, N> {
         self.inner.network.local_peer()
     }
 
-    /// The R peers that should hold `key`: the closest among every peer a DHT lookup
-    /// reaches and every peer counted as a holder (a peer down for less than the grace
-    /// period still is), this one included. So writes go to the R closest reachable
-    /// peers, and a write at ALL fails while one of them is down but not yet replaced.
+    /// The replicas of `key` (see [`crate::policy`]) among every counted peer, this one
+    /// included: a peer down for less than the grace period still counts.
+    pub(crate) fn replicas(&self, key: &ItemKey) -> Replicas {
+        self.replicas_among(key, self.counted())
+    }
+
+    /// [`Node::replicas`] among the counted peers and every peer a DHT lookup reaches, for
+    /// the foreground: so writes go to the R closest reachable peers, and a write at ALL
+    /// fails while one of them is down but not yet replaced. A peer the lookup alone found
+    /// is taken as settled: nothing says when it arrived.
     ///
     /// A lookup that returns fewer than kad's k peers has found every reachable peer, so
     /// its answer is reused for every key for a moment (until a peer comes or goes), which
     /// spares small networks one lookup per item.
-    pub async fn placement(&self, key: &ItemKey) -> Result<Vec<PeerKey>, NodeError> {
-        let mut candidates = match self.whole_network() {
+    pub(crate) async fn placement(&self, key: &ItemKey) -> Result<Replicas, NodeError> {
+        let found = match self.whole_network() {
             Some(peers) => peers,
             None => {
                 let found = self.inner.network.closest_peers(&key.id).await?;
@@ -223,8 +176,38 @@ impl<S: Store, N: Network> Node<S, N> {
                 found
             }
         };
-        candidates.extend(self.view());
-        Ok(closest(&key.id, &candidates, self.inner.config.replication_factor))
+        let mut peers = self.counted();
+        for peer in found {
+            if !peers.iter().any(|(counted, _)| *counted == peer) {
+                peers.push((peer, 0));
+            }
+        }
+        Ok(self.replicas_among(key, peers))
+    }
+
+    fn replicas_among(&self, key: &ItemKey, peers: Vec<(PeerKey, u64)>) -> Replicas {
+        let move_window = u64::try_from(self.inner.config.move_window.as_millis()).unwrap_or(u64::MAX);
+        let settled_ms = crate::clock::wall_ms().saturating_sub(move_window);
+        Replicas::of(&key.id, &peers, self.inner.config.replication_factor, settled_ms)
+    }
+
+    /// Peers that count as holders, this one included, each with its arrival. Peers past
+    /// their grace period are forgotten here, so every answer uses the same view as the
+    /// next round.
+    pub(crate) fn counted(&self) -> Vec<(PeerKey, u64)> {
+        let mut membership = self.inner.membership.lock().expect("never poisoned");
+        membership.expire(Instant::now());
+        let mut counted = membership.counted();
+        drop(membership);
+        counted.push((self.local_peer().clone(), self.inner.holding_since_ms));
+        counted
+    }
+
+    /// The peers of [`Node::counted`], sorted.
+    pub(crate) fn view(&self) -> Vec<PeerKey> {
+        let mut view: Vec<PeerKey> = self.counted().into_iter().map(|(peer, _)| peer).collect();
+        view.sort();
+        view
     }
 
     /// The failure to report when `placement` found fewer than R peers.

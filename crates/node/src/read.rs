@@ -45,8 +45,8 @@ impl<S: Store, N: Network> Node<S, N> {
                 Err(reason) => unreachable.push((peer.to_string(), reason)),
             }
         }
-        // Not found only when every holder answered "not here": one that did not answer
-        // might hold it.
+        // Not found only when every holder, past and present, answered "not here": one
+        // that did not answer might hold it.
         if wrong.is_empty() && unreachable.is_empty() {
             return Err(NodeError::NotFound(id));
         }
@@ -108,9 +108,10 @@ impl<S: Store, N: Network> Node<S, N> {
         Err(NodeError::Unavailable { what: format!("chunk {index} ({key})"), failures: describe_failures(&failures) })
     }
 
-    /// The placement peers for `key` other than this one, closest first.
+    /// The replicas of `key` other than this peer: its current holders closest first,
+    /// then those a recent arrival displaced, which may not have handed it off yet.
     async fn remote_holders(&self, key: &ItemKey) -> Result<Vec<PeerKey>, NodeError> {
-        let mut holders = self.placement(key).await?;
+        let mut holders = self.placement(key).await?.everyone();
         holders.retain(|peer| peer != self.local_peer());
         Ok(holders)
     }

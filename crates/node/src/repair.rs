@@ -156,9 +156,13 @@ enum Transfer {
 }
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// Reports that `peer` is reachable and compatible.
-    pub fn peer_up(&self, peer: PeerKey) {
-        if peer != *self.local_peer() && self.inner.membership.lock().expect("never poisoned").up(peer) {
+    /// Reports that `peer` is reachable and compatible, and holds copies since
+    /// `holding_since_ms` (what it announced).
+    pub fn peer_up(&self, peer: PeerKey, holding_since_ms: u64) {
+        let now = crate::clock::wall_ms();
+        if peer != *self.local_peer()
+            && self.inner.membership.lock().expect("never poisoned").up(peer, holding_since_ms, now)
+        {
             self.forget_whole_network();
             self.inner.repair_wakeup.notify_one();
         }
@@ -169,18 +173,6 @@ impl<S: Store, N: Network> Node<S, N> {
         self.forget_whole_network();
         self.inner.membership.lock().expect("never poisoned").down(peer, Instant::now());
         self.inner.repair_wakeup.notify_one();
-    }
-
-    /// Peers that count as holders, this one included, sorted. Peers past their grace
-    /// period are forgotten here, so every answer uses the same view as the next round.
-    pub(crate) fn view(&self) -> Vec<PeerKey> {
-        let mut membership = self.inner.membership.lock().expect("never poisoned");
-        membership.expire(Instant::now());
-        let mut view = membership.counted();
-        drop(membership);
-        view.push(self.local_peer().clone());
-        view.sort();
-        view
     }
 
     /// The R peers of `view` that should hold `key`.

@@ -120,7 +120,8 @@ impl Cluster {
     fn add_peer(&mut self) -> usize {
         let peer = PeerKey::from_bytes(format!("peer-{}", self.peers.len()).as_bytes());
         let network = FakeNetwork { me: peer.clone(), world: self.world.clone() };
-        let node = Node::new(NodeConfig::default(), MemoryStore::default(), network).unwrap();
+        let store = MemoryStore::created_at(crate::clock::wall_ms());
+        let node = Node::new(NodeConfig::default(), store, network).unwrap();
         self.world.nodes.lock().unwrap().insert(peer.clone(), node);
         self.peers.push(peer);
         self.peers.len() - 1
@@ -160,6 +161,17 @@ fn object(len: usize) -> Bytes {
 fn body(bytes: &Bytes) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
     let frames: Vec<_> = bytes.chunks(100_003).map(|f| Ok(Bytes::copy_from_slice(f))).collect();
     stream::iter(frames)
+}
+
+/// Six objects of two chunks and a bit, put at ALL through the first three peers in turn.
+async fn put_six_objects(cluster: &Cluster) -> Vec<(ObjectId, Bytes)> {
+    let mut objects = Vec::new();
+    for i in 0..6 {
+        let bytes = object(2 * CHUNK_SIZE + i);
+        let id = cluster.node(i % 3).put(body(&bytes), Consistency::All).await.unwrap().id;
+        objects.push((id, bytes));
+    }
+    objects
 }
 
 async fn get_all(node: &TestNode, id: ObjectId) -> Result<Bytes, NodeError> {
@@ -323,6 +335,8 @@ async fn the_empty_object_round_trips() {
     assert_eq!(get_all(&cluster.node(2), receipt.id).await.unwrap(), Bytes::new());
 }
 
+mod moves;
+
 mod repair {
     use super::*;
 
@@ -332,9 +346,14 @@ mod repair {
         pub(super) fn connect_all(&self) {
             for a in 0..self.peers.len() {
                 for b in 0..self.peers.len() {
-                    self.node(a).peer_up(self.peers[b].clone());
+                    self.meet(a, b);
                 }
             }
+        }
+
+        /// Peer `a` connects to `b`, which announces its arrival.
+        pub(super) fn meet(&self, a: usize, b: usize) {
+            self.node(a).peer_up(self.peers[b].clone(), self.node(b).inner.holding_since_ms);
         }
 
         pub(super) fn live(&self) -> Vec<usize> {
@@ -355,8 +374,8 @@ mod repair {
         pub(super) fn revive(&self, index: usize) {
             self.world.faults.lock().unwrap().remove(&self.peers[index]);
             for other in self.live() {
-                self.node(other).peer_up(self.peers[index].clone());
-                self.node(index).peer_up(self.peers[other].clone());
+                self.meet(other, index);
+                self.meet(index, other);
             }
         }
 
@@ -992,12 +1011,7 @@ mod collection {
     async fn growing_the_network_while_handoff_lags_loses_nothing() {
         let mut cluster = Cluster::new(3);
         cluster.connect_all();
-        let mut objects = Vec::new();
-        for i in 0..6 {
-            let bytes = object(2 * CHUNK_SIZE + i);
-            let id = cluster.node(i % 3).put(body(&bytes), Consistency::All).await.unwrap().id;
-            objects.push((id, bytes));
-        }
+        let objects = put_six_objects(&cluster).await;
         for _ in 0..6 {
             cluster.add_peer();
         }

@@ -308,11 +308,14 @@ impl<S: Store, N: Network> Node<S, N> {
     /// their holders the references.
     async fn refer(&self, chunks: &[ChunkId], set: &References, consistency: Consistency) -> Result<usize, NodeError> {
         let required = consistency.required(self.inner.config.replication_factor);
-        let placements: Vec<Vec<PeerKey>> = stream::iter(chunks.iter().copied())
-            .map(|chunk| async move { self.placement(&ItemKey::chunk(chunk)).await })
-            .buffered(self.inner.config.chunks_in_flight)
-            .try_collect()
-            .await?;
+        let placements: Vec<Vec<PeerKey>> =
+            stream::iter(chunks.iter().copied())
+                .map(|chunk| async move {
+                    Ok::<_, NodeError>(self.placement(&ItemKey::chunk(chunk)).await?.current().to_vec())
+                })
+                .buffered(self.inner.config.chunks_in_flight)
+                .try_collect()
+                .await?;
         let mut by_holder: BTreeMap<PeerKey, Vec<Hash32>> = BTreeMap::new();
         for (chunk, holders) in chunks.iter().zip(placements) {
             for holder in holders {
@@ -393,7 +396,7 @@ impl<S: Store, N: Network> Node<S, N> {
             .map(|(_, value)| codec::decode(value).expect("a record we encoded"));
         let replicas = self.inner.config.replication_factor;
         let required = consistency.required(replicas);
-        let targets = self.placement(&key).await?;
+        let targets = self.placement(&key).await?.current().to_vec();
         let mut failures: Vec<_> = self.placement_shortfall(&targets).into_iter().collect();
 
         let (done_tx, mut done) = mpsc::channel(targets.len().max(1));

@@ -27,6 +27,12 @@ pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 use shoal_core::{ItemKey, ItemKind, VerifyError};
 
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+}
+
 /// A peer's local item storage.
 ///
 /// Implementations are shared between threads; callers in async code run these blocking
@@ -57,6 +63,10 @@ pub trait Store: Send + Sync + 'static {
     /// Items and bytes held, exact, maintained incrementally (no scan per call).
     fn stats(&self) -> StoreStats;
 
+    /// When this store was created, in ms since the Unix epoch, as recorded with it: it
+    /// holds no copy it was not given since.
+    fn created_ms(&self) -> u64;
+
     /// Fault injection for tests and drills: flips a byte of the stored value, bypassing
     /// verification, as a failing disk would. `Ok(false)` if the item is absent or empty.
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError>;
@@ -86,6 +96,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
+    }
+
+    fn created_ms(&self) -> u64 {
+        (**self).created_ms()
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

@@ -11,9 +11,15 @@ use shoal_core::{ItemKey, ItemKind, Kept, resolve, verify_item};
 use crate::{Store, StoreError, StoreStats};
 
 /// Items in a `BTreeMap` behind one mutex. Values are verified on put and on get, like on disk.
-#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    created_ms: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::created_at(crate::now_ms())
+    }
 }
 
 #[derive(Default)]
@@ -26,6 +32,12 @@ struct Inner {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that says it was created at `created_ms`: for tests whose clock is not
+    /// the system's.
+    pub fn created_at(created_ms: u64) -> Self {
+        Self { inner: Mutex::default(), created_ms }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -133,6 +145,10 @@ impl Store for MemoryStore {
 
     fn stats(&self) -> StoreStats {
         self.inner().stats
+    }
+
+    fn created_ms(&self) -> u64 {
+        self.created_ms
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

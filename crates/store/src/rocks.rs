@@ -48,6 +48,10 @@ const CHUNK_FILE_MIN_BYTES: usize = 64 << 10;
 /// layout 1.
 const FORMAT: u32 = 2;
 const FORMAT_KEY: &[u8] = b"shoal store format";
+/// When the store was created, in the default column family. A store from before it was
+/// recorded is taken as created when first opened since: that only makes its peer look
+/// newer than it is, which costs reads a few more holders to ask.
+const CREATED_KEY: &[u8] = b"shoal store created ms";
 
 /// Items in RocksDB and chunk files, verified on put and on get, with exact stats kept in
 /// memory.
@@ -59,6 +63,7 @@ pub struct RocksStore {
     // Each counter is exact once writers are done; stats() reads the two separately.
     items: AtomicU64,
     bytes: AtomicU64,
+    created_ms: u64,
 }
 
 impl RocksStore {
@@ -78,6 +83,7 @@ impl RocksStore {
 
         let started = Instant::now();
         check_format(&db, &path)?;
+        let created_ms = created_ms(&db)?;
         let stats = scan_stats(&db)?;
         let (files, found) = ChunkFiles::open(dir)
             .map_err(|err| StoreError::Open { path: path.clone(), detail: format!("chunk files: {err}") })?;
@@ -91,6 +97,7 @@ impl RocksStore {
             stripes: std::array::from_fn(|_| Mutex::new(())),
             items: AtomicU64::new(items),
             bytes: AtomicU64::new(bytes),
+            created_ms,
         })
     }
 
@@ -267,6 +274,10 @@ impl Store for RocksStore {
         StoreStats { items: self.items.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
     }
 
+    fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {
         let _stripe = self.lock_stripes(std::iter::once(key));
         let Some(mut value) = self.read_raw(key)? else {
@@ -364,6 +375,18 @@ fn check_format(db: &DB, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The recorded creation time, recorded now if missing.
+fn created_ms(db: &DB) -> Result<u64, StoreError> {
+    if let Some(bytes) = db.get(CREATED_KEY).map_err(engine("read the store's creation time"))?
+        && let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice())
+    {
+        return Ok(u64::from_le_bytes(bytes));
+    }
+    let now = crate::now_ms();
+    db.put_opt(CREATED_KEY, now.to_le_bytes(), &synced()).map_err(engine("record the store's creation time"))?;
+    Ok(now)
+}
+
 fn engine(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
     move |err| StoreError::Engine { op, detail: err.into_string() }
 }
@@ -401,6 +424,15 @@ mod tests {
         assert_eq!(store.put(std::slice::from_ref(&item)).unwrap(), []);
         store.files.fail_dir_syncs.store(true, Relaxed);
         assert_eq!(store.put(std::slice::from_ref(&item)).unwrap(), [], "once synced, no more syncs are needed");
+    }
+
+    #[test]
+    fn the_creation_time_survives_reopen() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let before = crate::now_ms();
+        let created = RocksStore::open(dir.path()).unwrap().created_ms();
+        assert!((before..=crate::now_ms()).contains(&created), "{created}");
+        assert_eq!(RocksStore::open(dir.path()).unwrap().created_ms(), created);
     }
 
     #[test]
