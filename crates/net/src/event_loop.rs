@@ -372,5 +372,5 @@ impl EventLoop {
 }
 
 fn incompatible() -> Response {
-    Response::Failed("incompatible peer: another protocol version or replication factor".into())
+    Response::Failed("incompatible peer: another protocol version or other network settings".into())
 }

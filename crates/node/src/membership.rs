@@ -45,14 +45,25 @@ impl Membership {
     }
 
     /// `peer` is connected; it announced holding copies since `holding_since_ms`, and
-    /// `now_ms` is the wall clock. Returns true when the set of counted peers changed.
-    pub fn up(&mut self, peer: PeerKey, holding_since_ms: u64, now_ms: u64) -> bool {
-        if let Some(counted) = self.peers.get_mut(&peer) {
-            counted.state = PeerState::Up;
-            return false;
+    /// `now` / `now_ms` are the clocks. Returns true when the set of counted peers changed.
+    /// A peer back after its grace period ran out arrives now, even if no round forgot
+    /// it meanwhile; an announcement from the future counts as now.
+    pub fn up(&mut self, peer: PeerKey, holding_since_ms: u64, now: Instant, now_ms: u64) -> bool {
+        let holding_since_ms = holding_since_ms.min(now_ms);
+        let grace = self.grace;
+        match self.peers.get_mut(&peer) {
+            Some(counted) if !past_grace(grace, counted, now) => {
+                counted.state = PeerState::Up;
+                return false;
+            }
+            Some(_) => {
+                self.peers.remove(&peer);
+                self.departed.insert(peer.clone(), now);
+            }
+            None => {}
         }
         let arrived_ms = if self.departed.remove(&peer).is_some() { now_ms } else { holding_since_ms };
-        self.peers.insert(peer, Counted { state: PeerState::Up, arrived_ms: arrived_ms.max(holding_since_ms) });
+        self.peers.insert(peer, Counted { state: PeerState::Up, arrived_ms });
         true
     }
 
@@ -103,6 +114,11 @@ impl Membership {
     }
 }
 
+/// Whether `counted` has been down for its whole grace period.
+fn past_grace(grace: Duration, counted: &Counted, now: Instant) -> bool {
+    matches!(counted.state, PeerState::Down { since } if now.duration_since(since) >= grace)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +133,7 @@ mod tests {
     async fn a_peer_counts_until_its_grace_period_ends() {
         let peer = PeerKey::from_bytes(b"a");
         let mut membership = Membership::new(Duration::from_secs(10), FOREVER);
-        assert!(membership.up(peer.clone(), 5, 100));
+        assert!(membership.up(peer.clone(), 5, Instant::now(), 100));
         membership.down(&peer, Instant::now());
         tokio::time::advance(Duration::from_secs(9)).await;
         assert!(!membership.expire(Instant::now()));
@@ -125,7 +141,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(membership.expire(Instant::now()));
         assert!(membership.counted().is_empty());
-        assert!(membership.up(peer.clone(), 5, 200), "a returning peer counts again");
+        assert!(membership.up(peer.clone(), 5, Instant::now(), 200), "a returning peer counts again");
         assert_eq!(membership.counted(), vec![(peer, 200)], "and arrives when it came back");
     }
 
@@ -133,10 +149,10 @@ mod tests {
     async fn reconnecting_within_grace_keeps_the_peer() {
         let peer = PeerKey::from_bytes(b"a");
         let mut membership = Membership::new(Duration::from_secs(10), FOREVER);
-        membership.up(peer.clone(), 5, 100);
+        membership.up(peer.clone(), 5, Instant::now(), 100);
         membership.down(&peer, Instant::now());
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(!membership.up(peer.clone(), 5, 150), "no change: it never stopped counting");
+        assert!(!membership.up(peer.clone(), 5, Instant::now(), 150), "no change: it never stopped counting");
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(!membership.expire(Instant::now()));
         assert_eq!(peers(&membership), vec![peer.clone()]);
@@ -147,13 +163,27 @@ mod tests {
     async fn departures_are_remembered_for_a_while() {
         let peer = PeerKey::from_bytes(b"a");
         let mut membership = Membership::new(Duration::from_secs(10), Duration::from_secs(100));
-        membership.up(peer.clone(), 5, 100);
+        membership.up(peer.clone(), 5, Instant::now(), 100);
         membership.down(&peer, Instant::now());
         tokio::time::advance(Duration::from_secs(110)).await;
         assert!(membership.expire(Instant::now()));
         tokio::time::advance(Duration::from_secs(100)).await;
         membership.expire(Instant::now());
-        membership.up(peer.clone(), 5, 300);
+        membership.up(peer.clone(), 5, Instant::now(), 300);
         assert_eq!(membership.counted(), vec![(peer, 5)], "forgotten past remember_departed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_back_after_its_grace_arrives_anew_even_unexpired() {
+        let peer = PeerKey::from_bytes(b"a");
+        let mut membership = Membership::new(Duration::from_secs(10), FOREVER);
+        membership.up(peer.clone(), 5, Instant::now(), 100);
+        membership.down(&peer, Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(membership.up(peer.clone(), 5, Instant::now(), 200), "its grace ran out: it left and came back");
+        assert_eq!(membership.counted(), vec![(peer.clone(), 200)]);
+        let hostile = PeerKey::from_bytes(b"b");
+        membership.up(hostile.clone(), u64::MAX, Instant::now(), 300);
+        assert!(membership.counted().contains(&(hostile, 300)), "an arrival from the future is now");
     }
 }

@@ -13,7 +13,8 @@
 //!   reference sets they hold.
 //!
 //! The window bounds how long displaced holders are chased, it proves nothing: a handoff
-//! that outlasts it can make reads miss until it completes, never make anyone delete.
+//! that outlasts it can make reads miss until it completes. (Collection past the window
+//! relies on handoff having pushed reference sets first, as before this policy.)
 
 use shoal_core::placement::KeyHash;
 use shoal_core::{Consistency, PeerKey};
@@ -35,16 +36,16 @@ impl Replicas {
         let mut by_distance: Vec<&(PeerKey, u64)> = peers.iter().collect();
         by_distance.sort_by_key(|(peer, _)| peer.distance_to(&target));
         by_distance.dedup_by(|a, b| a.0 == b.0);
-        let holders_before = |arrival: u64| -> Vec<PeerKey> {
-            let arrived = by_distance.iter().filter(|(_, arrived)| *arrived < arrival);
+        let holders_before = |arrival: Option<u64>| -> Vec<PeerKey> {
+            let arrived = by_distance.iter().filter(|(_, arrived)| arrival.is_none_or(|arrival| *arrived < arrival));
             arrived.take(replication_factor).map(|(peer, _)| peer.clone()).collect()
         };
         let mut recent: Vec<u64> = peers.iter().map(|(_, arrived)| *arrived).filter(|a| *a > settled_ms).collect();
         recent.sort_unstable_by(|a, b| b.cmp(a));
         recent.dedup();
-        let mut sets = vec![holders_before(u64::MAX)];
+        let mut sets = vec![holders_before(None)];
         for arrival in recent {
-            let before = holders_before(arrival);
+            let before = holders_before(Some(arrival));
             if !before.is_empty() && !sets.contains(&before) {
                 sets.push(before);
             }
@@ -70,8 +71,8 @@ impl Replicas {
 
     /// Whether the peers in `answered` meet `level` in every set a write at that level
     /// could have been acknowledged by: the current one, and every earlier one of R
-    /// holders (a set of fewer is from a network still forming, whose writes were short
-    /// of holders anyway).
+    /// holders (a set of fewer is from a network still forming; a QUORUM write acked
+    /// there is not chased, a known limit).
     pub fn met(&self, level: Consistency, answered: &[&PeerKey]) -> bool {
         let r = self.replication_factor;
         let earlier = self.sets[1..].iter().filter(|set| set.len() == r);

@@ -161,7 +161,7 @@ impl<S: Store, N: Network> Node<S, N> {
     pub fn peer_up(&self, peer: PeerKey, holding_since_ms: u64) {
         let now = crate::clock::wall_ms();
         if peer != *self.local_peer()
-            && self.inner.membership.lock().expect("never poisoned").up(peer, holding_since_ms, now)
+            && self.inner.membership.lock().expect("never poisoned").up(peer, holding_since_ms, Instant::now(), now)
         {
             self.forget_whole_network();
             self.inner.repair_wakeup.notify_one();
