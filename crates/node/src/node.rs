@@ -160,7 +160,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// [`Node::replicas`] among the counted peers and every peer a DHT lookup reaches, for
     /// the foreground: so writes go to the R closest reachable peers, and a write at ALL
     /// fails while one of them is down but not yet replaced. A peer the lookup alone found
-    /// is taken as settled: nothing says when it arrived.
+    /// is taken as arriving now: nothing says it has what it should hold.
     ///
     /// A lookup that returns fewer than kad's k peers has found every reachable peer, so
     /// its answer is reused for every key for a moment (until a peer comes or goes), which
@@ -176,10 +176,10 @@ impl<S: Store, N: Network> Node<S, N> {
                 found
             }
         };
-        let mut peers = self.counted();
+        let (mut peers, now_ms) = (self.counted(), crate::clock::wall_ms());
         for peer in found {
             if !peers.iter().any(|(counted, _)| *counted == peer) {
-                peers.push((peer, 0));
+                peers.push((peer, now_ms));
             }
         }
         Ok(self.replicas_among(key, peers))
