@@ -1,6 +1,7 @@
 //! `shoal`: the command-line client of a Shoal daemon.
 #![allow(clippy::print_stdout, reason = "a CLI prints its results")]
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -264,14 +265,40 @@ async fn head(client: &Client, target: &str, consistency: Option<Consistency>, j
     Ok(())
 }
 
+/// Walks the listing page by page. Names are printed as they come; a peer that did not
+/// answer makes the command fail at the end, naming it, since names only it holds are
+/// missing.
 async fn ls(client: &Client, prefix: &str, json: bool) -> anyhow::Result<()> {
-    let names = client.list_names(prefix).await?;
-    if json {
-        println!("{}", serde_json::to_string(&names)?);
-        return Ok(());
+    let mut all = Vec::new();
+    let mut unanswered: BTreeMap<String, String> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = client.list_names(prefix, after.as_deref(), None).await?;
+        for missing in page.unanswered {
+            unanswered.entry(missing.peer).or_insert(missing.reason);
+        }
+        if json {
+            all.extend(page.names);
+        } else {
+            for name in page.names {
+                println!("{}\t{}\t{}", name.name, name.size, name.id);
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
     }
-    for name in names {
-        println!("{}\t{}\t{}", name.name, name.size, name.id);
+    if json {
+        println!("{}", serde_json::to_string(&all)?);
+    }
+    if !unanswered.is_empty() {
+        let peers: Vec<String> = unanswered.iter().map(|(peer, reason)| format!("{peer}: {reason}")).collect();
+        bail!(
+            "listing incomplete: {} peers did not answer, names only they hold are missing ({})",
+            peers.len(),
+            peers.join("; ")
+        );
     }
     Ok(())
 }

@@ -3,14 +3,16 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, stream};
+use http_body_util::BodyStream;
 use reqwest::{StatusCode, header};
 use shoal_core::{Consistency, ObjectId};
 use shoal_node::PutReceipt;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::{
-    CHUNKS_HEADER, ID_HEADER, LocalItem, MODIFIED_HEADER, NameInfo, NamedPutReceipt, StatusReport, VERSION_HEADER,
+    CHUNKS_HEADER, ERROR_TRAILER, ID_HEADER, LocalItem, MODIFIED_HEADER, NameList, NamedPutReceipt, SIZE_HEADER,
+    StatusReport, VERSION_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +104,7 @@ impl Client {
 
     /// Streams an object (or `range` of it) out.
     pub async fn get(&self, id: &ObjectId, range: Option<Range<u64>>) -> Result<ObjectDownload, ClientError> {
-        let mut request = self.http.get(self.object_url(id));
+        let mut request = self.http.get(self.object_url(id)).header(header::TE, "trailers");
         if let Some(range) = &range {
             request = request.header(header::RANGE, format!("bytes={}-{}", range.start, range.end.saturating_sub(1)));
         }
@@ -110,13 +112,47 @@ impl Client {
         self.download(response)
     }
 
+    /// The object's bytes as they arrive. A body that ends early ends the stream in an
+    /// error: the daemon's reason when it sent one (the `x-shoal-error` trailer), else a
+    /// transport error saying how much of it came.
     fn download(&self, response: reqwest::Response) -> Result<ObjectDownload, ClientError> {
         let info = object_info(&response)?;
-        let len = response.content_length().ok_or_else(|| ClientError::Protocol("no Content-Length".into()))?;
+        let len = body_len(&response, info.size)?;
         let base = self.base.clone();
-        let bytes = response
-            .bytes_stream()
-            .map_err(move |e| ClientError::Transport { url: base.clone(), reason: format!("transfer broke off: {e}") });
+        let frames = BodyStream::new(reqwest::Body::from(response));
+        let bytes = stream::unfold(Some((frames, 0u64)), move |state| {
+            let base = base.clone();
+            async move {
+                let (mut frames, mut received) = state?;
+                let broke_off = |reason: String| ClientError::Transport { url: base.clone(), reason };
+                loop {
+                    let frame = match frames.next().await {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(error)) => {
+                            return Some((Err(broke_off(format!("transfer broke off: {error}"))), None));
+                        }
+                        None if received < len => {
+                            let reason = format!("transfer broke off after {received} of {len} bytes");
+                            return Some((Err(broke_off(reason)), None));
+                        }
+                        None => return None,
+                    };
+                    match frame.into_data() {
+                        Ok(bytes) => {
+                            received += bytes.len() as u64;
+                            return Some((Ok(bytes), Some((frames, received))));
+                        }
+                        Err(frame) => {
+                            let reason = frame.trailers_ref().and_then(|trailers| trailers.get(ERROR_TRAILER));
+                            if let Some(reason) = reason {
+                                let reason = String::from_utf8_lossy(reason.as_bytes()).into_owned();
+                                return Some((Err(ApiError::new(ErrorCode::Unavailable, reason).into()), None));
+                            }
+                        }
+                    }
+                }
+            }
+        });
         Ok(ObjectDownload { info, len, bytes: bytes.boxed() })
     }
 
@@ -182,7 +218,8 @@ impl Client {
         name: &str,
         consistency: Option<Consistency>,
     ) -> Result<(ObjectDownload, NameHeaders), ClientError> {
-        let response = self.send(with_consistency(self.http.get(self.name_url(name)), consistency)).await?;
+        let request = self.http.get(self.name_url(name)).header(header::TE, "trailers");
+        let response = self.send(with_consistency(request, consistency)).await?;
         let named = name_headers(&response)?;
         Ok((self.download(response)?, named))
     }
@@ -198,9 +235,21 @@ impl Client {
         Ok(())
     }
 
-    /// Every live name under `prefix`.
-    pub async fn list_names(&self, prefix: &str) -> Result<Vec<NameInfo>, ClientError> {
-        let request = self.http.get(format!("{}/v1/names", self.base)).query(&[("prefix", prefix)]);
+    /// A page of the live names under `prefix` that come after `after`: at most `limit`
+    /// of them, the daemon's page size if `None`. Its `next` is the `after` of the next.
+    pub async fn list_names(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<NameList, ClientError> {
+        let mut request = self.http.get(format!("{}/v1/names", self.base)).query(&[("prefix", prefix)]);
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        if let Some(limit) = limit {
+            request = request.query(&[("limit", limit)]);
+        }
         let response = self.send(request).await?;
         response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -264,21 +313,27 @@ fn encode_path(name: &str) -> String {
 }
 
 fn object_info(response: &reqwest::Response) -> Result<ObjectInfo, ClientError> {
-    let headers = response.headers();
     let number = |name: &str| -> Result<u64, ClientError> {
-        headers
+        response
+            .headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ClientError::Protocol(format!("missing {name} header")))
     };
-    let size = match headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
-        Some(range) => range
-            .rsplit('/')
-            .next()
-            .and_then(|total| total.parse().ok())
-            .ok_or_else(|| ClientError::Protocol(format!("bad Content-Range {range}")))?,
-        None => number(header::CONTENT_LENGTH.as_str())?,
-    };
-    Ok(ObjectInfo { size, chunks: number(CHUNKS_HEADER)? })
+    Ok(ObjectInfo { size: number(SIZE_HEADER)?, chunks: number(CHUNKS_HEADER)? })
+}
+
+/// How many bytes the body of an object's response holds: its Content-Length, or (for a
+/// body that may end in a trailer) the span of its Content-Range, or the whole object.
+fn body_len(response: &reqwest::Response, size: u64) -> Result<u64, ClientError> {
+    if let Some(len) = response.content_length() {
+        return Ok(len);
+    }
+    let Some(range) = response.headers().get(header::CONTENT_RANGE) else { return Ok(size) };
+    let bad = || ClientError::Protocol(format!("bad Content-Range {range:?}"));
+    let span = range.to_str().ok().and_then(|r| r.strip_prefix("bytes ")).and_then(|r| r.split('/').next());
+    let (first, last) = span.and_then(|span| span.split_once('-')).ok_or_else(bad)?;
+    let (first, last): (u64, u64) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+    last.checked_sub(first).map(|span| span + 1).ok_or_else(bad)
 }

@@ -11,15 +11,42 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{StreamExt, TryStreamExt};
+use http_body::Frame;
+use http_body_util::StreamBody;
 use serde::{Deserialize, Serialize};
+use shoal_core::wire::LIST_PAGE_MAX;
 use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId};
-use shoal_node::{NameInfo, Network, Node, PutReceipt, RepairStatus};
+use shoal_node::{NameInfo, NamePage, Network, Node, PutReceipt, RepairStatus};
 use shoal_store::Store;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::range::{RangeRequest, parse_range};
-use crate::{CHUNKS_HEADER, ID_HEADER, MODIFIED_HEADER, VERSION_HEADER};
+use crate::{CHUNKS_HEADER, ERROR_TRAILER, ID_HEADER, MODIFIED_HEADER, SIZE_HEADER, VERSION_HEADER};
+
+/// `GET /v1/names`: a page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameList {
+    /// Live names, in name order.
+    pub names: Vec<NameInfo>,
+    /// Where the next page starts (`after=`); `null` on the last page.
+    pub next: Option<String>,
+    /// The peers that did not answer: names only they hold are missing from the page.
+    pub unanswered: Vec<Unanswered>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unanswered {
+    pub peer: String,
+    pub reason: String,
+}
+
+impl From<NamePage> for NameList {
+    fn from(page: NamePage) -> Self {
+        let unanswered = page.unanswered.into_iter().map(|(peer, reason)| Unanswered { peer, reason }).collect();
+        Self { names: page.names, next: page.next, unanswered }
+    }
+}
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +94,8 @@ struct ConsistencyParams {
 #[serde(deny_unknown_fields)]
 struct ListParams {
     prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 /// The consistency level of a request (QUORUM unless it says otherwise).
@@ -205,9 +234,17 @@ async fn delete_named<S: Store, N: Network>(
 async fn list_names<S: Store, N: Network>(
     State(state): Shared<S, N>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Vec<NameInfo>>, ApiError> {
+) -> Result<Json<NameList>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-    Ok(Json(state.node.list_names(params.prefix.as_deref().unwrap_or("")).await?))
+    let limit = match params.limit {
+        None => LIST_PAGE_MAX,
+        Some(limit @ 1..=LIST_PAGE_MAX) => limit,
+        Some(limit) => {
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("limit {limit} is not 1 to {LIST_PAGE_MAX}")));
+        }
+    };
+    let prefix = params.prefix.as_deref().unwrap_or("");
+    Ok(Json(state.node.list_names(prefix, params.after.as_deref(), limit).await?.into()))
 }
 
 async fn get_object<S: Store, N: Network>(
@@ -239,19 +276,26 @@ async fn serve_object<S: Store, N: Network>(
         }
     };
 
+    // A client that reads trailers (TE: trailers, as ours sends) learns why a body broke
+    // off from a `x-shoal-error` trailer; any other client gets a Content-Length and sees
+    // the body fall short of it. Neither ever gets wrong bytes.
+    let trailers = accepts_trailers(headers);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    response_headers.insert(header::CONTENT_LENGTH, header_value(range.end - range.start));
+    if trailers {
+        response_headers.insert(header::TRAILER, HeaderValue::from_static(ERROR_TRAILER));
+    } else {
+        response_headers.insert(header::CONTENT_LENGTH, header_value(range.end - range.start));
+    }
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     response_headers.insert(header::ETAG, header_value(format!("\"{id}\"")));
+    response_headers.insert(SIZE_HEADER, header_value(size));
     response_headers.insert(CHUNKS_HEADER, header_value(manifest.chunks.len()));
     if status == StatusCode::PARTIAL_CONTENT {
         let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
         response_headers.insert(header::CONTENT_RANGE, header_value(content_range));
     }
 
-    // A chunk that no holder can deliver ends the body early: the client sees a broken
-    // transfer (short of Content-Length), never wrong bytes.
     let state_out = state.clone();
     let chunks = state.node.read(manifest, range).map(move |chunk| {
         chunk
@@ -260,7 +304,34 @@ async fn serve_object<S: Store, N: Network>(
             })
             .inspect_err(|error| tracing::error!(object = %id, "read aborted: {error}"))
     });
-    Ok((status, response_headers, Body::from_stream(chunks)).into_response())
+    let body = if trailers {
+        Body::new(StreamBody::new(chunks.map(move |chunk| {
+            Ok::<_, std::convert::Infallible>(match chunk {
+                Ok(bytes) => Frame::data(bytes),
+                Err(error) => Frame::trailers(error_trailer(&format!("object {id}: {error}"))),
+            })
+        })))
+    } else {
+        Body::from_stream(chunks)
+    };
+    Ok((status, response_headers, body).into_response())
+}
+
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().filter_map(|value| value.to_str().ok()).any(|value| {
+        value.split(',').any(|coding| coding.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("trailers"))
+    })
+}
+
+/// The trailer that ends a body broken off by `message`, kept to printable ASCII (peers'
+/// reasons are part of it) and to a bounded length.
+fn error_trailer(message: &str) -> HeaderMap {
+    const LONGEST: usize = 2048;
+    let printable: String =
+        message.chars().take(LONGEST).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let mut trailers = HeaderMap::new();
+    trailers.insert(ERROR_TRAILER, HeaderValue::from_str(&printable).expect("printable ASCII"));
+    trailers
 }
 
 fn header_value(value: impl ToString) -> HeaderValue {

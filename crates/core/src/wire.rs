@@ -1,9 +1,10 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/6`), one request and one
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/7`), one request and one
 //! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
 //! item values apart from the rest of a message ([`Payloads`]); version 4 keys pins by
 //! their object and answers a store with the newer name record a replica kept; version 5
 //! replaced collection marks with reference sets ([`Request::Refer`]); version 6 answers
-//! a `Refer` with the ids whose chunk the holder lacks and bounds `Have` to 256 keys.
+//! a `Refer` with the ids whose chunk the holder lacks and bounds `Have` to 256 keys;
+//! version 7 pages listings ([`Request::ListNames`]).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,10 @@ use crate::{Hash32, ItemKey, ItemKind};
 /// The most items one [`Request::Store`] carries, and so the most item values of any
 /// message: one item of each kind, all of one id.
 pub const STORE_BATCH_MAX: usize = ItemKind::ALL.len();
+
+/// The most name records one [`Response::Names`] carries: a page of the longest names
+/// stays far below the frame limit (a test checks).
+pub const LIST_PAGE_MAX: usize = 1000;
 
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +41,10 @@ pub enum Request {
     BucketKeys { buckets: Vec<Bucket> },
     /// Handoff: which of these items do you hold?
     Have { keys: Vec<ItemKey> },
-    /// Listing: the name records you hold whose names start with `prefix`, tombstones
-    /// included (they decide which older bindings are dead).
-    ListNames { prefix: String },
+    /// Listing: in name order, the first `limit` (at most [`LIST_PAGE_MAX`]) name records
+    /// you hold whose names start with `prefix` and come after `after`, tombstones
+    /// included (they decide which older bindings are dead). Pins are not listed.
+    ListNames { prefix: String, after: Option<String>, limit: u32 },
     /// Merge these references into your reference sets of these ids, as one synced write,
     /// and answer [`Response::Referred`] once it is on disk: a put refers to the chunks of
     /// an object this way, one request per holder, before the object is visible. Only a
@@ -101,7 +107,11 @@ pub enum Response {
     Keys(Vec<(ItemKey, ContentTag)>),
     /// One answer per asked key, in order.
     Have(Vec<bool>),
-    Names(Vec<NameRecord>),
+    /// A page of a listing; `more` if records past the last one match as well.
+    Names {
+        records: Vec<NameRecord>,
+        more: bool,
+    },
     Referred {
         without_chunk: Vec<Hash32>,
     },
@@ -125,5 +135,18 @@ mod tests {
         assert!(!valid(vec![]));
         assert!(!valid(vec![item(ItemKind::Chunk, 1), item(ItemKind::Manifest, 2)]));
         assert!(!valid(vec![item(ItemKind::Chunk, 1); STORE_BATCH_MAX + 1]));
+    }
+
+    #[test]
+    fn a_page_of_the_longest_names_fits_a_frame() {
+        use crate::names::{Binding, NAME_BYTES_MAX, Version};
+        let record = |n: usize| NameRecord {
+            name: format!("{n:04}").repeat(NAME_BYTES_MAX / 4),
+            version: Version { wall_ms: u64::MAX, logical: u32::MAX, writer: u64::MAX },
+            binding: Binding::Object { id: crate::ObjectId([0xff; 32]), size: u64::MAX },
+        };
+        let page = Response::Names { records: (0..LIST_PAGE_MAX).map(record).collect(), more: true };
+        let encoded = crate::codec::encode(&page);
+        assert!(encoded.len() < crate::codec::MAX_MESSAGE_BYTES / 4, "a page takes {} bytes", encoded.len());
     }
 }

@@ -29,7 +29,7 @@ pub use libp2p::identity::Keypair;
 /// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
 /// The item transfer protocol.
-pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/6";
+pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/7";
 
 /// Everything the swarm needs to start.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ mod collect;
 mod config;
 mod error;
 mod index;
+mod listing;
 mod membership;
 mod names;
 mod network;
@@ -28,6 +29,7 @@ mod tests;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
+pub use listing::NamePage;
 pub use names::NameInfo;
 pub use network::{Network, NetworkError, NetworkStatus};
 pub use node::{Node, NodeStatus};

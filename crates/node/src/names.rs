@@ -1,5 +1,5 @@
 //! Named objects: reads and writes of name records at a consistency level, read repair,
-//! deletes as tombstones, and listing.
+//! and deletes as tombstones.
 //!
 //! A name record lives on the R peers closest to its key. A read asks every holder, needs
 //! answers from as many as the consistency level says, returns the winner of their
@@ -12,14 +12,12 @@
 
 use bytes::Bytes;
 use futures::Stream;
-use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord, check_clock_offset, name_key, validate_name};
-use shoal_core::wire::{Request, Response};
-use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId, PeerKey, codec};
-use shoal_store::{Store, StoreError};
-use tracing::{debug, warn};
+use shoal_core::{Consistency, ItemKey, ObjectId, PeerKey, codec};
+use shoal_store::Store;
+use tracing::debug;
 
 use crate::clock::wall_ms;
 use crate::error::describe_failures;
@@ -39,7 +37,7 @@ pub struct NameInfo {
 }
 
 impl NameInfo {
-    fn of(record: &NameRecord) -> Option<Self> {
+    pub(crate) fn of(record: &NameRecord) -> Option<Self> {
         match record.binding {
             Binding::Object { id, size } => Some(Self {
                 name: record.name.clone(),
@@ -100,94 +98,6 @@ impl<S: Store, N: Network> Node<S, N> {
         }
         self.write_binding(&id.to_hex(), Binding::Tombstone, consistency, None).await?;
         Ok(())
-    }
-
-    /// Every live name starting with `prefix`, each once, in name order. Asks every
-    /// counted peer: the cost grows with the size of the network, not of the listing.
-    pub async fn list_names(&self, prefix: &str) -> Result<Vec<NameInfo>, NodeError> {
-        let view = self.view();
-        let answers = join_all(view.iter().map(|peer| async move {
-            if peer == self.local_peer() {
-                return self.local_names(prefix).await.map_err(|reason| (peer.to_string(), reason));
-            }
-            let request = Request::ListNames { prefix: prefix.to_owned() };
-            self.call(peer, request, |answer| match answer {
-                Response::Names(records) => Ok(records),
-                other => Err(other),
-            })
-            .await
-            .map_err(|reason| (peer.to_string(), reason))
-        }))
-        .await;
-        let mut winners: std::collections::BTreeMap<String, NameRecord> = std::collections::BTreeMap::new();
-        let mut failures = Vec::new();
-        for answer in answers {
-            match answer {
-                Ok(records) => {
-                    for record in records.into_iter().filter(|r| r.name.starts_with(prefix)) {
-                        match winners.get(&record.name) {
-                            Some(known) if !record.wins_over(known) => {}
-                            _ => {
-                                winners.insert(record.name.clone(), record);
-                            }
-                        }
-                    }
-                }
-                Err(failure) => failures.push(failure),
-            }
-        }
-        if !failures.is_empty() {
-            debug!("listing without some peers: {}", describe_failures(&failures));
-        }
-        // Pins are name records named by an id: not names a user gave.
-        let names = winners.values().filter(|record| record.name.parse::<ObjectId>().is_err());
-        Ok(names.filter_map(NameInfo::of).collect())
-    }
-
-    /// The name records this peer holds under `prefix`. A record that fails verification
-    /// is skipped and replaced from another holder; one that cannot be read fails the
-    /// whole scan, so that nobody takes a partial list for the complete one.
-    pub(crate) async fn local_names(&self, prefix: &str) -> Result<Vec<NameRecord>, String> {
-        Ok(self.scan_names(prefix).await?.0)
-    }
-
-    /// [`Node::local_names`], and how many records it skipped because they fail
-    /// verification.
-    pub(crate) async fn scan_names(&self, prefix: &str) -> Result<(Vec<NameRecord>, usize), String> {
-        let keys: Vec<ItemKey> = {
-            let index = self.inner.index.lock().expect("never poisoned");
-            index.occupied().flat_map(|(_, keys)| keys.keys().copied()).filter(|k| k.kind == ItemKind::Name).collect()
-        };
-        let prefix = prefix.to_owned();
-        let (records, corrupt) = self
-            .with_store(move |store| {
-                let (mut records, mut corrupt) = (Vec::new(), Vec::new());
-                for key in keys {
-                    match store.get(&key) {
-                        Ok(Some(value)) => {
-                            let record: NameRecord = codec::decode(&value).expect("verified by the store");
-                            if record.name.starts_with(&prefix) {
-                                records.push(record);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(StoreError::Corrupt { .. }) => corrupt.push(key),
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok((records, corrupt))
-            })
-            .await
-            .map_err(|error| {
-                self.inner.counters.read_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                warn!("cannot scan the local name records: {error}");
-                format!("cannot scan its name records: {error}")
-            })?;
-        for key in &corrupt {
-            warn!(item = ?key, "a local name record fails verification");
-            self.start_corrupt_repair(*key);
-        }
-        Ok((records, corrupt.len()))
     }
 
     /// Reads a name's record from its holders: the winner among the first answers that

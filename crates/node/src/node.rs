@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use shoal_core::digest::{ContentTag, content_tag};
+use shoal_core::digest::ContentTag;
 use shoal_core::names::{HybridClock, NameRecord, check_clock_offset};
 use shoal_core::placement::LOOKUP_PEERS_MAX;
 use shoal_core::references::References;
@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::index::KeyIndex;
+use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
 use crate::policy::Replicas;
 use crate::repair::{
@@ -106,29 +106,26 @@ impl<S: Store, N: Network> Node<S, N> {
     /// A node over `store`; reads every key (and every name record) once to build its index.
     pub fn new(config: NodeConfig, store: S, network: N) -> Result<Self, NodeError> {
         config.validate().map_err(NodeError::Config)?;
-        let mut keys = Vec::new();
+        let mut entries = Vec::new();
         for kind in ItemKind::ALL {
             for key in store.keys(kind)? {
-                let tag = if kind.is_mergeable() {
-                    match store.get(&key) {
-                        Ok(value) => value.map(|value| content_tag(&key, &value)).unwrap_or_default(),
-                        // Left out of the index like any copy that fails verification: its
-                        // bytes stay until anti-entropy brings a verified copy to replace them.
-                        Err(error @ StoreError::Corrupt { .. }) => {
-                            warn!(item = ?key, "not indexing a copy: {error}");
-                            continue;
-                        }
-                        Err(error) => return Err(error.into()),
-                    }
-                } else {
-                    ContentTag::default()
-                };
-                keys.push((key, tag));
+                if !kind.is_mergeable() {
+                    entries.push(Entry::immutable(key));
+                    continue;
+                }
+                match store.get(&key) {
+                    Ok(Some(value)) => entries.push(Entry::of(key, &value)),
+                    Ok(None) => {}
+                    // Left out of the index like any copy that fails verification: its
+                    // bytes stay until anti-entropy brings a verified copy to replace them.
+                    Err(error @ StoreError::Corrupt { .. }) => warn!(item = ?key, "not indexing a copy: {error}"),
+                    Err(error) => return Err(error.into()),
+                }
             }
         }
         let inner = Inner {
             write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor)),
-            index: Mutex::new(KeyIndex::new(keys)),
+            index: Mutex::new(KeyIndex::new(entries)),
             membership: Mutex::new(Membership::new(config.failure_grace, config.tombstone_lifetime)),
             holding_since_ms: store.created_ms(),
             counters: RepairCounters::default(),
@@ -283,23 +280,23 @@ impl<S: Store, N: Network> Node<S, N> {
         }
         refuse_records_from_far_ahead(&items)?;
         let _keys = self.lock_keys(items.iter().map(|(key, _)| key)).await;
-        let (tagged, newer) = self
+        let (entries, newer) = self
             .with_store(move |store| {
                 let kept = store.put(&items)?;
-                let tagged: Vec<_> = items
+                let entries: Vec<_> = items
                     .iter()
                     .map(|(key, given)| {
                         let held = kept.iter().find(|(kept_key, _)| kept_key == key).map_or(given, |(_, v)| v);
-                        (*key, content_tag(key, held))
+                        Entry::of(*key, held)
                     })
                     .collect();
                 let newer = kept.iter().find(|(key, _)| key.kind == ItemKind::Name);
-                Ok((tagged, newer.map(|(_, value)| codec::decode(value).expect("verified by the store"))))
+                Ok((entries, newer.map(|(_, value)| codec::decode(value).expect("verified by the store"))))
             })
             .await?;
-        for (key, tag) in tagged {
-            self.inner.index.lock().expect("never poisoned").insert(key, tag);
-            self.inner.quarantined.lock().expect("never poisoned").remove(&key);
+        for entry in entries {
+            self.inner.quarantined.lock().expect("never poisoned").remove(&entry.key);
+            self.inner.index.lock().expect("never poisoned").insert(entry);
         }
         Ok(newer)
     }
@@ -395,10 +392,12 @@ impl<S: Store, N: Network> Node<S, N> {
                 Response::Keys(self.bucket_keys(&buckets))
             }
             Request::Have { keys } if keys.len() <= MAX_KEYS_PER_HAVE => Response::Have(self.have(keys).await),
-            Request::ListNames { prefix } => match self.local_names(&prefix).await {
-                Ok(records) => Response::Names(records),
-                Err(reason) => Response::Failed(reason),
-            },
+            Request::ListNames { prefix, after, limit } => {
+                match self.local_names(&prefix, after.as_deref(), limit as usize).await {
+                    Ok((records, more)) => Response::Names { records, more },
+                    Err(reason) => Response::Failed(reason),
+                }
+            }
             Request::Refer { sets } if sets.len() <= MAX_KEYS_PER_REQUEST => match self.refer_local(sets).await {
                 Ok(without_chunk) => Response::Referred { without_chunk },
                 Err(error) => {

@@ -55,7 +55,8 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// The bytes of `range` of the object `manifest` describes, chunk by chunk, fetched
-    /// `chunks_in_flight` at a time and handed on in order.
+    /// `chunks_in_flight` at a time and handed on in order, up to the first chunk that no
+    /// holder can deliver: that one is the stream's last item, an error naming it.
     pub fn read(
         &self,
         manifest: Manifest,
@@ -80,6 +81,14 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             })
             .buffered(self.inner.config.chunks_in_flight)
+            // The first chunk that cannot be delivered ends the stream.
+            .scan(false, |failed, chunk| {
+                let next = (!*failed).then(|| {
+                    *failed = chunk.is_err();
+                    chunk
+                });
+                std::future::ready(next)
+            })
     }
 
     /// Chunk `index`, verified, from this peer or the first holder with good bytes.

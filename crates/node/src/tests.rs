@@ -335,6 +335,7 @@ async fn the_empty_object_round_trips() {
     assert_eq!(get_all(&cluster.node(2), receipt.id).await.unwrap(), Bytes::new());
 }
 
+mod listing;
 mod moves;
 
 mod repair {
@@ -660,7 +661,8 @@ mod repair {
         let key = shoal_core::names::name_key("a");
         let value = node.inner.store.get(&key).unwrap().unwrap();
         assert!(node.inner.store.corrupt(&key).unwrap());
-        let names: Vec<String> = node.local_names("").await.unwrap().into_iter().map(|r| r.name).collect();
+        let names: Vec<String> =
+            node.local_names("", None, 1000).await.unwrap().0.into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["b"], "the bad record is skipped, the others listed");
 
         // A peer that restarts on a store holding that record starts, and does not claim it.
@@ -900,7 +902,7 @@ mod names {
         }
         let records = cluster.records("gone");
         assert!(records.iter().all(|(_, r)| r.as_ref().unwrap().is_tombstone()), "{records:?}");
-        assert!(cluster.node(0).list_names("").await.unwrap().is_empty());
+        assert!(cluster.node(0).list_names("", None, 1000).await.unwrap().names.is_empty());
     }
 }
 
