@@ -1,14 +1,12 @@
 //! Starting and stopping one peer.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use shoal_core::settings::Announcement;
 use shoal_net::{InboundRequest, NetConfig, PeerEvent};
 use shoal_node::Node;
 use shoal_store::{RocksStore, Store};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -18,9 +16,6 @@ use crate::network::Libp2pNetwork;
 
 /// How long requests in flight may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Inbound transfer requests served at once; more wait in the network's bounded queue.
-const INBOUND_CONCURRENCY: usize = 64;
 
 type ShoalNode = Node<RocksStore, Libp2pNetwork>;
 
@@ -68,13 +63,13 @@ impl Daemon {
         info!(peer = %network_status.peer_id, api = %api_url, addrs = ?network_status.listen_addrs, "shoald started");
 
         let (shutdown, shutdown_rx) = oneshot::channel();
-        let background = vec![
+        node.start();
+        let feeds = vec![
             tokio::spawn(answer_peers(node.clone(), network.inbound)),
             tokio::spawn(follow_peers(node.clone(), network.peer_events)),
-            tokio::spawn(node.clone().run_maintenance()),
         ];
-        let api = shoal_api::router(node, shoal_api::Options { fault_injection: config.fault_injection });
-        let task = tokio::spawn(serve(api, listener, shutdown_rx, background, data_dir));
+        let api = shoal_api::router(node.clone(), shoal_api::Options { fault_injection: config.fault_injection });
+        let task = tokio::spawn(serve(api, listener, shutdown_rx, node, feeds, data_dir));
         Ok(Self { api_url, peer_id: network_status.peer_id, p2p_addrs: network_status.listen_addrs, shutdown, task })
     }
 
@@ -89,13 +84,14 @@ fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<shoal_net::Mu
     addrs.iter().map(|a| a.parse().map_err(|e| anyhow::anyhow!("bad {what} address {a:?}: {e}"))).collect()
 }
 
-/// Serves the API until shutdown, then stops the background tasks, whose node handles
-/// keep the network and the store open.
+/// Serves the API until shutdown, then stops what feeds the node and the node's own
+/// background work, whose node handles keep the network and the store open.
 async fn serve(
     api: axum::Router,
     listener: tokio::net::TcpListener,
     shutdown: oneshot::Receiver<()>,
-    background: Vec<JoinHandle<()>>,
+    node: ShoalNode,
+    feeds: Vec<JoinHandle<()>>,
     data_dir: DataDir,
 ) -> anyhow::Result<()> {
     let (stopping_tx, stopping) = oneshot::channel::<()>();
@@ -121,10 +117,11 @@ async fn serve(
             Ok(())
         }
     };
-    for task in background {
-        task.abort();
-        let _ = task.await;
+    for feed in feeds {
+        feed.abort();
+        let _ = feed.await;
     }
+    node.stop().await;
     info!("shoald stopped");
     // The store and the swarm close as the last node handles drop; the lock goes last.
     drop(data_dir);
@@ -141,16 +138,13 @@ async fn follow_peers(node: ShoalNode, mut events: mpsc::UnboundedReceiver<PeerE
     }
 }
 
-/// Answers other peers' transfer requests, a bounded number at a time.
+/// Hands other peers' transfer requests to the node, which answers a bounded number at
+/// a time.
 async fn answer_peers(node: ShoalNode, mut inbound: mpsc::Receiver<InboundRequest>) {
-    let slots = Arc::new(Semaphore::new(INBOUND_CONCURRENCY));
     while let Some(InboundRequest { from, request, reply }) = inbound.recv().await {
-        let slot = slots.clone().acquire_owned().await.expect("never closed");
-        let node = node.clone();
-        tokio::spawn(async move {
-            let response = node.handle_request(&from, request).await;
+        node.answer(from, request, move |response| {
             let _ = reply.send(response);
-            drop(slot);
-        });
+        })
+        .await;
     }
 }

@@ -22,6 +22,8 @@ mod node;
 mod policy;
 mod read;
 mod repair;
+mod serve;
+mod tasks;
 mod write;
 
 #[cfg(test)]

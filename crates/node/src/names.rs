@@ -10,6 +10,8 @@
 //! before is on a holder that answers the write, so the write that succeeds is newer than
 //! all of them (or they bind the same thing).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -149,17 +151,23 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Writes `winner` back, in the background, to holders that answered without it.
+    /// Only while replica writes have room: anti-entropy brings the record otherwise.
     fn read_repair(&self, winner: &NameRecord, answered: &[(PeerKey, Option<NameRecord>)]) {
         let value: Bytes = codec::encode(winner).into();
         for (peer, record) in answered {
             if record.as_ref() == Some(winner) {
                 continue;
             }
+            let Ok(slot) = Arc::clone(&self.inner.write_slots).try_acquire_owned() else {
+                debug!(%peer, "no room for a read repair: anti-entropy will bring the record");
+                continue;
+            };
             let (node, peer, value, key) = (self.clone(), peer.clone(), value.clone(), winner.key());
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 if let Err(reason) = node.store_on(&peer, vec![(key, value)]).await {
                     debug!(%peer, "read repair failed: {reason}");
                 }
+                drop(slot);
             });
         }
     }

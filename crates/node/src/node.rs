@@ -9,7 +9,7 @@ use shoal_core::digest::ContentTag;
 use shoal_core::names::{HybridClock, NameRecord, check_clock_offset};
 use shoal_core::placement::LOOKUP_PEERS_MAX;
 use shoal_core::references::References;
-use shoal_core::wire::{Request, Response, STORE_BATCH_MAX};
+use shoal_core::wire::{Request, Response};
 use shoal_core::{Hash32, ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -19,10 +19,9 @@ use tracing::warn;
 use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
 use crate::policy::Replicas;
-use crate::repair::{
-    MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_HAVE, MAX_KEYS_PER_REQUEST, MAX_NODES_PER_REQUEST, RateLimit,
-    RepairCounters, RepairStatus,
-};
+use crate::repair::{RateLimit, RepairCounters, RepairStatus};
+use crate::serve::ANSWERS_IN_FLIGHT;
+use crate::tasks::Tasks;
 use crate::{Network, NodeConfig, NodeError};
 
 const KEY_LOCK_STRIPES: usize = 64;
@@ -98,6 +97,10 @@ pub(crate) struct Inner<S, N> {
     pub holding_since_ms: u64,
     /// Versions for name writes and uploads coordinated here.
     pub clock: Mutex<HybridClock>,
+    /// Every task this node runs in the background.
+    pub tasks: Tasks,
+    /// Requests from other peers being answered ([`crate::serve`]).
+    pub answer_slots: Arc<Semaphore>,
     /// The last lookup that found every reachable peer, and when.
     pub whole_network: Mutex<Option<(Instant, Vec<PeerKey>)>>,
 }
@@ -137,6 +140,8 @@ impl<S: Store, N: Network> Node<S, N> {
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             whole_network: Mutex::new(None),
+            tasks: Tasks::default(),
+            answer_slots: Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT)),
             config,
             store: Arc::new(store),
             network,
@@ -355,59 +360,21 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Replaces a local copy that failed verification, in the background.
     pub(crate) fn start_corrupt_repair(&self, key: ItemKey) {
         let node = self.clone();
-        tokio::spawn(async move { node.repair_corrupt(key).await });
+        self.inner.tasks.spawn(async move { node.repair_corrupt(key).await });
     }
 
-    /// Answers a transfer request from another peer.
-    pub async fn handle_request(&self, from: &PeerKey, request: Request) -> Response {
-        match request {
-            Request::Store { .. } if !request.is_valid_store() => {
-                Response::Failed(format!("a store batch must hold 1 to {STORE_BATCH_MAX} items of one id"))
-            }
-            Request::Store { items } => match self.store_local(items).await {
-                Ok(newer) => Response::Stored { newer },
-                Err(error) => {
-                    // The error names the item at fault.
-                    warn!(peer = ?from, "refused a store: {error}");
-                    Response::Failed(error.to_string())
-                }
-            },
-            Request::Fetch { key } => match self.fetch_local(key).await {
-                Ok(item) => Response::Item(item),
-                Err(reason) => Response::Failed(reason),
-            },
-            Request::Ping => Response::Pong,
-            Request::Digests { nodes } => {
-                if nodes.len() > MAX_NODES_PER_REQUEST || !nodes.iter().all(|node| node.is_valid()) {
-                    return Response::Failed("malformed digest request".into());
-                }
-                let node = self.clone();
-                let from = from.clone();
-                // Fingerprinting walks every occupied bucket: keep it off the async workers.
-                tokio::task::spawn_blocking(move || Response::Digests(node.digests(&node.view(), &from, &nodes)))
-                    .await
-                    .expect("digests do not panic")
-            }
-            Request::BucketKeys { buckets } if buckets.len() <= MAX_BUCKETS_PER_KEYS_REQUEST => {
-                Response::Keys(self.bucket_keys(&buckets))
-            }
-            Request::Have { keys } if keys.len() <= MAX_KEYS_PER_HAVE => Response::Have(self.have(keys).await),
-            Request::ListNames { prefix, after, limit } => {
-                match self.local_names(&prefix, after.as_deref(), limit as usize).await {
-                    Ok((records, more)) => Response::Names { records, more },
-                    Err(reason) => Response::Failed(reason),
-                }
-            }
-            Request::Refer { sets } if sets.len() <= MAX_KEYS_PER_REQUEST => match self.refer_local(sets).await {
-                Ok(without_chunk) => Response::Referred { without_chunk },
-                Err(error) => {
-                    warn!(peer = ?from, "refused references: {error}");
-                    Response::Failed(error.to_string())
-                }
-            },
-            Request::Refer { .. } => Response::Failed("too many references sent".into()),
-            Request::BucketKeys { .. } | Request::Have { .. } => Response::Failed("too many keys asked".into()),
-        }
+    /// Starts the background work (repair rounds, scrub, collection) that runs until
+    /// [`Node::stop`].
+    pub fn start(&self) {
+        self.inner.tasks.spawn(self.clone().run_repair());
+        self.inner.tasks.spawn(self.clone().run_scrub());
+        self.inner.tasks.spawn(self.clone().run_collection());
+    }
+
+    /// Stops everything this node runs in the background, answers to other peers and
+    /// replica writes included, and waits until all of it has ended.
+    pub async fn stop(&self) {
+        self.inner.tasks.stop().await;
     }
 
     /// Fault injection for tests and drills: damages the local copy of `key` as a failing

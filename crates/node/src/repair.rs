@@ -36,18 +36,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::index::KeyIndex;
+use crate::serve::{MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_HAVE, MAX_NODES_PER_REQUEST};
 use crate::{Network, Node};
-
-/// Most tree nodes one `Digests` request may name.
-pub(crate) const MAX_NODES_PER_REQUEST: usize = 4096;
-/// Most buckets one `BucketKeys` request may name: at a million keys per peer (15 a
-/// bucket) the answer stays near 200 KiB, far under the frame limit.
-pub(crate) const MAX_BUCKETS_PER_KEYS_REQUEST: usize = 256;
-/// Most keys one request names.
-pub(crate) const MAX_KEYS_PER_REQUEST: usize = 16384;
-/// Most keys one `Have` request may name: each is read and verified before it is
-/// confirmed, so this bounds what one answer reads (256 MiB of chunks).
-pub(crate) const MAX_KEYS_PER_HAVE: usize = 256;
 
 /// Counters and gauges of repair work, as status and metrics show them.
 #[derive(Debug, Default)]
@@ -238,13 +228,8 @@ impl<S: Store, N: Network> Node<S, N> {
         held
     }
 
-    /// Runs repair rounds and scrub for as long as the returned future is polled: spawn
-    /// it once per node and abort the task to stop.
-    pub async fn run_maintenance(self) {
-        tokio::join!(self.clone().run_repair(), self.clone().run_scrub(), self.run_collection());
-    }
-
-    async fn run_repair(self) {
+    /// Runs repair rounds for as long as the future is polled.
+    pub(crate) async fn run_repair(self) {
         let interval = self.inner.config.anti_entropy_interval;
         let mut next_round = Instant::now();
         loop {
@@ -489,7 +474,7 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Re-reads every local item on a slow cycle, within the scrub byte rate.
-    async fn run_scrub(self) {
+    pub(crate) async fn run_scrub(self) {
         loop {
             self.scrub_pass().await;
             tokio::time::sleep(self.inner.config.scrub_pause).await;

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::wall_ms;
 use crate::error::describe_failures;
-use crate::repair::MAX_KEYS_PER_REQUEST;
+use crate::serve::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node, NodeError};
 
 /// Chunks up to this size are hashed on the async thread: about 10 µs of BLAKE3.
@@ -403,7 +403,7 @@ impl<S: Store, N: Network> Node<S, N> {
         for peer in targets {
             let slot = self.inner.write_slots.clone().acquire_owned().await.expect("never closed");
             let (node, items, done_tx) = (self.clone(), items.clone(), done_tx.clone());
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 let result = node.store_on(&peer, items).await;
                 drop(slot);
                 let _ = done_tx.send((peer, result)).await;

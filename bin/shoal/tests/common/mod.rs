@@ -14,6 +14,8 @@ use shoal_core::placement::closest;
 /// A testnet in a temp dir; dropping it stops every peer, also when a test fails.
 pub struct Testnet {
     dir: tempfile::TempDir,
+    /// Set for every testnet command, hence for every daemon it starts.
+    env: Vec<(String, String)>,
 }
 
 pub fn repo() -> PathBuf {
@@ -26,7 +28,13 @@ pub fn bin_dir() -> PathBuf {
 
 impl Testnet {
     pub fn up(peers: usize) -> Self {
-        let testnet = Testnet { dir: tempfile::tempdir().unwrap() };
+        Self::up_with(peers, &[])
+    }
+
+    /// A testnet whose commands and daemons see `env` as well.
+    pub fn up_with(peers: usize, env: &[(&str, &str)]) -> Self {
+        let env = env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        let testnet = Testnet { dir: tempfile::tempdir().unwrap(), env };
         let output = testnet.script("up", &[&peers.to_string()]);
         assert!(output.status.success(), "testnet/up failed: {}", String::from_utf8_lossy(&output.stderr));
         testnet
@@ -37,6 +45,7 @@ impl Testnet {
             .args(args)
             .env("SHOAL_TESTNET_DIR", self.dir.path())
             .env("SHOAL_BIN_DIR", bin_dir())
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .output()
             .unwrap()
     }

@@ -1,0 +1,59 @@
+//! The node's background tasks. Every task the node starts runs here, so that a stop ends
+//! them all and none outlives the node or grows without bound.
+
+use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    running: TaskTracker,
+    stopping: CancellationToken,
+}
+
+impl Tasks {
+    /// Runs `work` until it ends or the node stops. A stop drops it at an await point:
+    /// each store write is atomic on its own and repair finishes what a stop cut short,
+    /// so nothing is left half done.
+    pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        self.running.spawn(async move {
+            tokio::select! {
+                biased;
+                () = stopping.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
+
+    /// Stops every task and waits until all have ended.
+    pub async fn stop(&self) {
+        self.stopping.cancel();
+        self.running.close();
+        self.running.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_ends_endless_tasks_and_waits_for_them() {
+        let tasks = Tasks::default();
+        tasks.spawn(std::future::pending());
+        tasks.spawn(std::future::pending());
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), tasks.stop()).await;
+        assert!(stopped.is_ok(), "endless tasks outlived the stop");
+        // Work spawned after a stop never runs.
+        let late = Arc::new(AtomicBool::new(false));
+        let ran = late.clone();
+        tasks.spawn(async move { ran.store(true, Ordering::SeqCst) });
+        tasks.stop().await;
+        assert!(!late.load(Ordering::SeqCst));
+    }
+}
