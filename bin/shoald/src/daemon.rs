@@ -50,6 +50,7 @@ impl Daemon {
         net_config.listen = parse_addrs(&config.listen, "listen")?;
         net_config.bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
         net_config.request_timeout = config.request_timeout();
+        net_config.max_inbound_connections = config.max_inbound_connections;
         let network = shoal_net::start(net_config).await?;
         let network_status = network.client.status().await?;
         let node = Node::new(node_config, store, Libp2pNetwork(network.client))?;

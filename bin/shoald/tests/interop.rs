@@ -2,7 +2,7 @@
 //! Kademlia client (another identify version, kad in client mode, speaking
 //! `/shoal/kad/1.0.0`) finds every Shoal peer through one of them and is never given an
 //! item; a Shoal peer with another replication factor or grace period stays connected but
-//! holds nothing.
+//! holds nothing. A peer at its inbound connection limit refuses the next one.
 //! This file plays the foreign implementation, so it alone among the daemon's tests
 //! names libp2p.
 
@@ -158,4 +158,43 @@ async fn peers_with_other_network_settings_hold_nothing() {
     assert_eq!(routing_tables(&others).await, [0, 0]);
     stop_all(peers).await;
     stop_all(others.into()).await;
+}
+
+/// Whether `peer` let a foreign client in: it identified itself to the client, or the
+/// connection ended first. An admitted client is left running, so it stays connected.
+async fn dial_in(peer: &Peer) -> bool {
+    let mut client = foreign_client();
+    client.dial(peer.daemon.p2p_addrs[0].parse::<Multiaddr>().unwrap()).unwrap();
+    let admitted = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::Behaviour(ForeignEvent::Identify(identify::Event::Received { .. })) => return true,
+                SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. } => return false,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the peer admits or refuses within 30 s");
+    if admitted {
+        tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        });
+    }
+    admitted
+}
+
+/// Issue 11, defect 8: connections are a bounded resource. Past its limit a peer turns
+/// the next connection away instead of spending memory and descriptors on it, and it
+/// keeps serving the ones it admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_its_connection_limit_turns_the_next_one_away() {
+    let peer = start_peer_with(vec![], |c| c.max_inbound_connections = 2).await;
+    assert!(dial_in(&peer).await, "the first connection is admitted");
+    assert!(dial_in(&peer).await, "the second connection is admitted");
+    assert!(!dial_in(&peer).await, "the third connection is refused");
+    assert_eq!(peer.client.status().await.unwrap().peers_connected, 2, "the admitted two stay");
+    stop_all(vec![peer]).await;
 }

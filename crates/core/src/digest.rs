@@ -103,6 +103,14 @@ impl TreeNode {
         let start = usize::from(self.index) * width;
         start..start + width
     }
+
+    /// Whether `nodes` is a frontier as a comparison asks for one: valid nodes of one
+    /// depth in increasing order. They cover each bucket at most once, so answering costs
+    /// at most one pass over the index, however the nodes were chosen.
+    pub fn is_frontier(nodes: &[TreeNode]) -> bool {
+        nodes.iter().all(|node| node.is_valid())
+            && nodes.windows(2).all(|pair| pair[0].depth == pair[1].depth && pair[0].index < pair[1].index)
+    }
 }
 
 /// The R peers responsible for every key of `bucket`, when the same R peers are; `None`
@@ -170,6 +178,17 @@ mod tests {
             }
         }
         assert!(covered.iter().all(|&c| c == 1));
+    }
+
+    #[test]
+    fn a_frontier_is_one_depth_in_order() {
+        let children: Vec<TreeNode> = TreeNode::ROOT.children().collect();
+        assert!(TreeNode::is_frontier(&children) && TreeNode::is_frontier(&[TreeNode::ROOT]));
+        assert!(TreeNode::is_frontier(&[]));
+        assert!(!TreeNode::is_frontier(&[TreeNode::ROOT; 2]), "a duplicate");
+        assert!(!TreeNode::is_frontier(&[children[1], children[0]]), "out of order");
+        assert!(!TreeNode::is_frontier(&[TreeNode::ROOT, children[0]]), "a node and its child");
+        assert!(!TreeNode::is_frontier(&[TreeNode { depth: 1, index: 16 }]), "no such node");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The composed network behaviour.
 
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, identify, identity::Keypair, kad, ping, request_response};
 
@@ -7,11 +8,20 @@ use crate::codec::TransferCodec;
 use crate::{KAD_PROTOCOL, NetConfig, TRANSFER_PROTOCOL};
 
 /// Transfer streams open at once on one connection. Each may buffer one frame (up to
-/// `codec::MAX_MESSAGE_BYTES`), so this bounds what one peer can make us hold.
+/// `codec::MAX_MESSAGE_BYTES`), within the budget all inbound requests share.
 pub(crate) const MAX_STREAMS_PER_CONNECTION: usize = 64;
+
+/// Connections to one peer at once: two dialing each other at the same moment make two.
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+
+/// Inbound connections still in their handshake at once.
+const MAX_PENDING_INCOMING: u32 = 64;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so a connection past the limits is refused before any other behaviour
+    /// spends anything on it.
+    pub limits: connection_limits::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -47,12 +57,19 @@ impl Behaviour {
             identify::Config::new(config.announcement.to_string(), keypair.public())
                 .with_agent_version(format!("shoald/{}", env!("CARGO_PKG_VERSION"))),
         );
-        let transfer = request_response::Behaviour::new(
+        let transfer = request_response::Behaviour::with_codec(
+            TransferCodec::new(config.inbound_request_bytes),
             [(StreamProtocol::new(TRANSFER_PROTOCOL), request_response::ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
         );
-        Self { kad, identify, ping: ping::Behaviour::default(), transfer }
+        let limits = connection_limits::Behaviour::new(
+            ConnectionLimits::default()
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                .with_max_established_incoming(Some(config.max_inbound_connections))
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
+        );
+        Self { limits, kad, identify, ping: ping::Behaviour::default(), transfer }
     }
 }

@@ -11,7 +11,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{SwarmEvent, dial_opts::DialOpts};
+use libp2p::swarm::{ListenError, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, tcp, yamux};
 use shoal_core::PeerKey;
 use shoal_core::settings::Announcement;
@@ -233,6 +233,9 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error: ListenError::Denied { cause }, .. } => {
+                debug!(%send_back_addr, "refused an inbound connection: {cause}");
             }
             _ => {}
         }

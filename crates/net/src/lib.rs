@@ -31,6 +31,9 @@ pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
 /// The item transfer protocol.
 pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/7";
 
+/// Default of [`NetConfig::max_inbound_connections`].
+pub const MAX_INBOUND_CONNECTIONS: u32 = 512;
+
 /// Everything the swarm needs to start.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -46,6 +49,11 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// Inbound requests queued for the node before new ones are refused as busy.
     pub inbound_queue_len: usize,
+    /// Bytes that inbound requests, queued or being answered, may hold together (at
+    /// least one message, 8 MiB).
+    pub inbound_request_bytes: usize,
+    /// Connections other peers may have open to this one; more are refused.
+    pub max_inbound_connections: u32,
 }
 
 impl NetConfig {
@@ -57,6 +65,8 @@ impl NetConfig {
             announcement,
             request_timeout: Duration::from_secs(30),
             inbound_queue_len: 256,
+            inbound_request_bytes: 256 << 20,
+            max_inbound_connections: MAX_INBOUND_CONNECTIONS,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use shoal_core::PeerKey;
+use shoal_core::digest::TreeNode;
 use shoal_core::wire::{Request, Response, STORE_BATCH_MAX};
 use shoal_store::Store;
 use tracing::warn;
@@ -58,7 +59,7 @@ impl<S: Store, N: Network> Node<S, N> {
             },
             Request::Ping => Response::Pong,
             Request::Digests { nodes } => {
-                if nodes.len() > MAX_NODES_PER_REQUEST || !nodes.iter().all(|node| node.is_valid()) {
+                if nodes.len() > MAX_NODES_PER_REQUEST || !TreeNode::is_frontier(&nodes) {
                     return Response::Failed("malformed digest request".into());
                 }
                 let node = self.clone();

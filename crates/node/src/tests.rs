@@ -326,6 +326,22 @@ async fn a_store_batch_of_two_ids_is_refused_whole() {
     assert!(cluster.all_keys().is_empty());
 }
 
+/// Issue 11, defect 8: one request may not make a peer walk its index over and over under
+/// the index lock, as 4,096 copies of the root node did.
+#[tokio::test]
+async fn a_digest_request_that_covers_buckets_twice_is_refused() {
+    use shoal_core::digest::TreeNode;
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    put_six_objects(&cluster).await;
+    let holder = cluster.node(1);
+    let ask = |nodes: Vec<TreeNode>| holder.handle_request(&cluster.peers[0], Request::Digests { nodes });
+    let response = ask(vec![TreeNode::ROOT; 4096]).await;
+    assert!(matches!(&response, Response::Failed(reason) if reason.contains("malformed")), "{response:?}");
+    let response = ask(TreeNode::ROOT.children().collect()).await;
+    assert!(matches!(&response, Response::Digests(digests) if digests.len() == 16), "{response:?}");
+}
+
 #[tokio::test]
 async fn the_empty_object_round_trips() {
     let cluster = Cluster::new(3);
