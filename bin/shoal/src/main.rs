@@ -317,6 +317,8 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("routing table      {} peers", status.routing_table_peers);
     println!("connected          {} peers", status.peers_connected);
     println!("stored             {} items, {} bytes", status.items_stored, status.bytes_stored);
+    let full = if status.disk_full { " (full: writes refused)" } else { "" };
+    println!("disk               {} bytes free{full}", status.disk_free_bytes);
     let repair = &status.repair;
     println!("counted as holders {} peers (this one included)", repair.peers_counted);
     println!("repair             {} under-replicated, {} queued", repair.under_replicated, repair.backlog);

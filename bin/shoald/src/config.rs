@@ -74,6 +74,8 @@ pub struct Config {
     pub gc_grace_ms: u64,
     pub gc_interval_ms: u64,
     pub upload_lifetime_secs: u64,
+    /// Free space on the store's disk that writes leave alone.
+    pub min_free_bytes: u64,
     pub fault_injection: bool,
 }
 
@@ -102,6 +104,7 @@ impl Default for Config {
             gc_grace_ms: ms(node.gc_grace),
             gc_interval_ms: ms(node.gc_interval),
             upload_lifetime_secs: node.upload_lifetime.as_secs(),
+            min_free_bytes: shoal_store::DEFAULT_MIN_FREE_BYTES,
             fault_injection: false,
         }
     }

@@ -35,7 +35,8 @@ impl Daemon {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let data_dir = DataDir::lock(&config.data_dir)?;
         let keypair = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
-        let store = RocksStore::open(&data_dir.join("store")).context("cannot open the store")?;
+        let store = RocksStore::open_with_reserve(&data_dir.join("store"), config.min_free_bytes)
+            .context("cannot open the store")?;
         // Logged after the store opened, so an error before it (a data dir in use, a bad
         // config) stays one line.
         match crate::limits::raise_open_files_limit() {

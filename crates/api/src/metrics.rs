@@ -21,6 +21,8 @@ pub(crate) struct Metrics {
     pub object_bytes_out: Counter,
     pub items_stored: Gauge,
     pub bytes_stored: Gauge,
+    pub disk_free_bytes: Gauge,
+    pub disk_full: Gauge,
     pub peers_connected: Gauge,
     pub routing_table_peers: Gauge,
     repair: Family<RepairLabels, Gauge>,
@@ -41,6 +43,8 @@ impl Metrics {
         shoal.register("object_bytes_out", "Object bytes sent to clients", metrics.object_bytes_out.clone());
         shoal.register("items_stored", "Items (chunks and manifests) in the local store", metrics.items_stored.clone());
         shoal.register("bytes_stored", "Bytes in the local store", metrics.bytes_stored.clone());
+        shoal.register("disk_free_bytes", "Free bytes on the store's disk", metrics.disk_free_bytes.clone());
+        shoal.register("disk_full", "1 while writes are refused for lack of space", metrics.disk_full.clone());
         shoal.register("peers_connected", "Peers with an open connection", metrics.peers_connected.clone());
         shoal.register(
             "routing_table_peers",

@@ -58,6 +58,9 @@ pub struct StatusReport {
     pub replication_factor: usize,
     pub items_stored: u64,
     pub bytes_stored: u64,
+    pub disk_free_bytes: u64,
+    /// Writes are refused: the disk is full (or within the reserve kept free).
+    pub disk_full: bool,
     pub repair: RepairStatus,
     pub version: String,
 }
@@ -348,6 +351,8 @@ async fn status<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json
         replication_factor: status.replication_factor,
         items_stored: status.items_stored,
         bytes_stored: status.bytes_stored,
+        disk_free_bytes: status.disk_free_bytes,
+        disk_full: status.disk_full,
         repair: status.repair,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
@@ -358,6 +363,8 @@ async fn metrics<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<imp
     let metrics = &state.metrics;
     metrics.items_stored.set(status.items_stored as i64);
     metrics.bytes_stored.set(status.bytes_stored as i64);
+    metrics.disk_free_bytes.set(i64::try_from(status.disk_free_bytes).unwrap_or(i64::MAX));
+    metrics.disk_full.set(i64::from(status.disk_full));
     metrics.peers_connected.set(status.network.connected_peers as i64);
     metrics.routing_table_peers.set(status.network.routing_table_peers as i64);
     metrics.set_repair(&status.repair);

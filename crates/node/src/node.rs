@@ -56,6 +56,9 @@ pub struct NodeStatus {
     pub replication_factor: usize,
     pub items_stored: u64,
     pub bytes_stored: u64,
+    /// Free bytes on the store's disk, and whether writes are refused for lack of them.
+    pub disk_free_bytes: u64,
+    pub disk_full: bool,
     pub repair: RepairStatus,
 }
 
@@ -399,13 +402,15 @@ impl<S: Store, N: Network> Node<S, N> {
 
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let network = self.inner.network.status().await?;
-        let stats = self.inner.store.stats();
+        let (stats, space) = (self.inner.store.stats(), self.inner.store.space());
         let peers_counted = self.view().len();
         Ok(NodeStatus {
             network,
             replication_factor: self.inner.config.replication_factor,
             items_stored: stats.items,
             bytes_stored: stats.bytes,
+            disk_free_bytes: space.free_bytes,
+            disk_full: space.full,
             repair: self.inner.counters.snapshot(peers_counted),
         })
     }

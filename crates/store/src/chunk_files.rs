@@ -117,10 +117,16 @@ impl ChunkFiles {
     pub fn write(&self, key: &ItemKey, value: &[u8]) -> io::Result<()> {
         let path = self.path(key);
         let partial = path.with_extension(PARTIAL);
-        let mut file = File::create(&partial)?;
-        file.write_all(value)?;
-        file.sync_data()?;
-        fs::rename(&partial, &path)?;
+        let written = File::create(&partial).and_then(|mut file| {
+            file.write_all(value)?;
+            file.sync_data()?;
+            fs::rename(&partial, &path)
+        });
+        if let Err(error) = written {
+            // On a full disk the partial file holds the very space a retry needs.
+            let _ = fs::remove_file(&partial);
+            return Err(error);
+        }
         self.sync_subdir(key)
     }
 

@@ -18,6 +18,7 @@ mod chunk_files;
 mod conformance;
 mod memory;
 mod rocks;
+mod space;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 pub use memory::MemoryStore;
 pub use rocks::RocksStore;
 use shoal_core::{ItemKey, ItemKind, VerifyError};
+pub use space::DEFAULT_MIN_FREE_BYTES;
 
 /// Now, in ms since the Unix epoch.
 fn now_ms() -> u64 {
@@ -63,6 +65,9 @@ pub trait Store: Send + Sync + 'static {
     /// Items and bytes held, exact, maintained incrementally (no scan per call).
     fn stats(&self) -> StoreStats;
 
+    /// Room left for writes.
+    fn space(&self) -> Space;
+
     /// When this store was created, in ms since the Unix epoch, as recorded with it: it
     /// holds no copy it was not given since.
     fn created_ms(&self) -> u64;
@@ -98,6 +103,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).stats()
     }
 
+    fn space(&self) -> Space {
+        (**self).space()
+    }
+
     fn created_ms(&self) -> u64 {
         (**self).created_ms()
     }
@@ -112,6 +121,16 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 pub struct StoreStats {
     pub items: u64,
     pub bytes: u64,
+}
+
+/// Room left for writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Free bytes on the store's file system, the reserve included.
+    pub free_bytes: u64,
+    /// Writes are refused for lack of space: the free bytes are under the reserve, or
+    /// the last write found the disk full.
+    pub full: bool,
 }
 
 /// Why a store operation failed.
@@ -141,7 +160,11 @@ pub enum StoreError {
     /// The database could not be opened or created.
     #[error("cannot open store {}: {detail}", path.display())]
     Open { path: PathBuf, detail: String },
-    /// The storage engine failed an operation (I/O error, full disk, ...).
+    /// The disk has no room for a write (or less than the reserve kept free). Nothing
+    /// of the write was kept; reads go on, and writes succeed again once space is freed.
+    #[error("disk full: cannot {op}: {detail}")]
+    Full { op: &'static str, detail: String },
+    /// The storage engine failed an operation (I/O error, no file descriptor left, ...).
     #[error("storage engine failed to {op}: {detail}")]
     Engine { op: &'static str, detail: String },
 }

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use shoal_core::{ItemKey, ItemKind, Kept, resolve, verify_item};
 
-use crate::{Store, StoreError, StoreStats};
+use crate::{Space, Store, StoreError, StoreStats};
 
 /// Items in a `BTreeMap` behind one mutex. Values are verified on put and on get, like on disk.
 pub struct MemoryStore {
@@ -145,6 +145,11 @@ impl Store for MemoryStore {
 
     fn stats(&self) -> StoreStats {
         self.inner().stats
+    }
+
+    /// Memory is not a disk that fills.
+    fn space(&self) -> Space {
+        Space { free_bytes: u64::MAX, full: false }
     }
 
     fn created_ms(&self) -> u64 {

@@ -33,7 +33,8 @@ use rocksdb::{
 use shoal_core::{ItemKey, ItemKind, Kept, resolve, verify_item};
 
 use crate::chunk_files::ChunkFiles;
-use crate::{Store, StoreError, StoreStats};
+use crate::space::{self, DEFAULT_MIN_FREE_BYTES, Reserve};
+use crate::{Space, Store, StoreError, StoreStats};
 
 /// Lock stripes: enough that concurrent puts of different chunks rarely share one.
 const STRIPES: usize = 64;
@@ -64,15 +65,22 @@ pub struct RocksStore {
     items: AtomicU64,
     bytes: AtomicU64,
     created_ms: u64,
+    reserve: Reserve,
 }
 
 impl RocksStore {
+    /// [`RocksStore::open_with_reserve`] keeping [`DEFAULT_MIN_FREE_BYTES`] free.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_reserve(dir, DEFAULT_MIN_FREE_BYTES)
+    }
+
     /// Opens the store in `dir`, creating the directory, the database and its column families
-    /// if missing. Fails with [`StoreError::Locked`] if another store has `dir` open.
+    /// if missing. Fails with [`StoreError::Locked`] if another store has `dir` open. Writes
+    /// that would leave less than `min_free_bytes` free on its disk are refused.
     ///
     /// Stats are counted here by scanning every item in RocksDB once and listing the chunk
     /// files, paid once per open instead of per call.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open_with_reserve(dir: &Path, min_free_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.to_path_buf();
         std::fs::create_dir_all(dir).map_err(|err| StoreError::Open { path: path.clone(), detail: err.to_string() })?;
         let mut options = Options::default();
@@ -98,6 +106,7 @@ impl RocksStore {
             items: AtomicU64::new(items),
             bytes: AtomicU64::new(bytes),
             created_ms,
+            reserve: Reserve::new(dir, min_free_bytes),
         })
     }
 
@@ -127,31 +136,9 @@ impl RocksStore {
             .collect()
     }
 
-    /// Stores `value` under `key` unverified and uncounted, as a corrupted disk would.
-    pub(crate) fn write_raw(&self, key: &ItemKey, value: &[u8]) -> Result<(), StoreError> {
-        if in_file(key, value.len()) {
-            return self.files.write(key, value).map_err(io("write a chunk file"));
-        }
-        self.db.put_cf_opt(self.family(key.kind), key.id, value, &synced()).map_err(engine("write"))
-    }
-}
-
-impl fmt::Debug for RocksStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RocksStore").field("path", &self.path).field("stats", &self.stats()).finish_non_exhaustive()
-    }
-}
-
-impl Store for RocksStore {
-    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
-        for (key, value) in items {
-            verify_item(key, value).map_err(|source| StoreError::Invalid { key: *key, source })?;
-        }
-        // A key twice in one batch is one item: verified bytes are what their key names.
-        let mut unique: Vec<&(ItemKey, Bytes)> = items.iter().collect();
-        unique.sort_by_key(|(key, _)| *key);
-        unique.dedup_by_key(|(key, _)| *key);
-
+    /// [`Store::put`] of verified items, each key once. What it writes must fit within
+    /// the reserve; a put that finds every item in place writes nothing and succeeds.
+    fn put_unique(&self, unique: Vec<&(ItemKey, Bytes)>) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
         let _stripes = self.lock_stripes(unique.iter().map(|(key, _)| key));
         let mut batch = WriteBatch::default();
         let mut files = Vec::new();
@@ -196,6 +183,10 @@ impl Store for RocksStore {
                 batch.put_cf(self.family(key.kind), key.id, &value);
             }
         }
+        let writing = files.iter().map(|(_, value)| value.len()).sum::<usize>() + batch.size_in_bytes();
+        if !files.is_empty() || !batch.is_empty() {
+            self.reserve.admit(writing as u64)?;
+        }
         // Chunks before the batch that may hold their manifest.
         for (key, value) in files {
             self.files.write(key, &value).map_err(io("write a chunk file"))?;
@@ -210,6 +201,33 @@ impl Store for RocksStore {
             self.bytes.fetch_sub(bytes_delta.unsigned_abs(), Ordering::Relaxed);
         }
         Ok(kept)
+    }
+
+    /// Stores `value` under `key` unverified and uncounted, as a corrupted disk would.
+    pub(crate) fn write_raw(&self, key: &ItemKey, value: &[u8]) -> Result<(), StoreError> {
+        if in_file(key, value.len()) {
+            return self.files.write(key, value).map_err(io("write a chunk file"));
+        }
+        self.db.put_cf_opt(self.family(key.kind), key.id, value, &synced()).map_err(engine("write"))
+    }
+}
+
+impl fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksStore").field("path", &self.path).field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl Store for RocksStore {
+    fn put(&self, items: &[(ItemKey, Bytes)]) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
+        for (key, value) in items {
+            verify_item(key, value).map_err(|source| StoreError::Invalid { key: *key, source })?;
+        }
+        // A key twice in one batch is one item: verified bytes are what their key names.
+        let mut unique: Vec<&(ItemKey, Bytes)> = items.iter().collect();
+        unique.sort_by_key(|(key, _)| *key);
+        unique.dedup_by_key(|(key, _)| *key);
+        self.reserve.note(self.put_unique(unique))
     }
 
     fn get(&self, key: &ItemKey) -> Result<Option<Bytes>, StoreError> {
@@ -272,6 +290,10 @@ impl Store for RocksStore {
 
     fn stats(&self) -> StoreStats {
         StoreStats { items: self.items.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+
+    fn space(&self) -> Space {
+        self.reserve.space()
     }
 
     fn created_ms(&self) -> u64 {
@@ -388,11 +410,22 @@ fn created_ms(db: &DB) -> Result<u64, StoreError> {
 }
 
 fn engine(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
-    move |err| StoreError::Engine { op, detail: err.into_string() }
+    // RocksDB's message carries the OS error's text; its kind only says "I/O error".
+    move |err| {
+        let detail = err.into_string();
+        if detail.contains("No space left on device") || detail.contains("Disk quota exceeded") {
+            StoreError::Full { op, detail }
+        } else {
+            StoreError::Engine { op, detail }
+        }
+    }
 }
 
 fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
-    move |err| StoreError::Engine { op, detail: err.to_string() }
+    move |err| {
+        let detail = err.to_string();
+        if space::is_full(&err) { StoreError::Full { op, detail } } else { StoreError::Engine { op, detail } }
+    }
 }
 
 fn open_error(path: &Path, err: rocksdb::Error) -> StoreError {
