@@ -12,7 +12,8 @@
 //!    one disk). A holder that does not answer, an unreadable record or a name with no
 //!    record at all prove nothing: the entry stays live;
 //! 2. for each set whose entries have all been dead for `gc_grace`, asks all R holders of
-//!    the id for their sets and merges the answers in. Only if each of them answered with
+//!    the id for their sets and merges the answers in (a holder that left, down past its
+//!    grace period but not forgotten, has not answered). Only if each of them answered with
 //!    a set, and none knows a reference this peer had not heard of (that one is learnt
 //!    first, and the deletion waits for a later round), does it delete its chunk and
 //!    manifest of that id, under the key's lock after reading the set once
@@ -75,11 +76,12 @@ impl<S: Store, N: Network> Node<S, N> {
                 killed.push((*id, set.clone()));
             }
         }
+        // What is not recorded now is found again next round; the candidates were dead
+        // for the grace period before this round and do not depend on it.
         if !killed.is_empty()
             && let Err(error) = self.store_references(killed).await
         {
             warn!("collection cannot record dead references: {error}");
-            return;
         }
         for (id, set) in sets.into_iter().filter(|(id, _)| candidates.contains(id)) {
             self.collect(id, set, now).await;
@@ -164,6 +166,11 @@ impl<S: Store, N: Network> Node<S, N> {
         let replicas = self.replicas(&references);
         if replicas.current().len() < self.inner.config.replication_factor {
             return debug!(?references, "collection waits for a full holder set");
+        }
+        // A holder that left may be the one that heard of a reference: its absence is no
+        // evidence, so the item waits for it to return or to be forgotten for good.
+        if let Some(away) = self.departed_holder(&references) {
+            return debug!(%away, ?references, "collection waits for a holder that left");
         }
         // Holders a recent arrival displaced too: their sets may not have moved yet. One
         // of them without a set has nothing to hand over (it never had one, or handed it

@@ -102,6 +102,11 @@ impl Membership {
         peers
     }
 
+    /// Peers forgotten after their grace period and still remembered.
+    pub fn departed(&self) -> Vec<PeerKey> {
+        self.departed.keys().cloned().collect()
+    }
+
     /// When the next down peer's grace period ends.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.peers

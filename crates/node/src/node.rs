@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_core::digest::ContentTag;
 use shoal_core::names::{HybridClock, NameRecord, check_clock_offset};
-use shoal_core::placement::LOOKUP_PEERS_MAX;
+use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
 use shoal_core::references::References;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{Hash32, ItemKey, ItemKind, PeerKey, codec};
@@ -206,6 +206,19 @@ impl<S: Store, N: Network> Node<S, N> {
         drop(membership);
         counted.push((self.local_peer().clone(), self.inner.holding_since_ms));
         counted
+    }
+
+    /// A peer that left (down past its grace period, still remembered) and would be among
+    /// the R closest to `key` were it back: it may hold references to `key` that no
+    /// counted peer has, so nothing may conclude `key` is unreferenced while it is away.
+    pub(crate) fn departed_holder(&self, key: &ItemKey) -> Option<PeerKey> {
+        let departed = self.inner.membership.lock().expect("never poisoned").departed();
+        if departed.is_empty() {
+            return None;
+        }
+        let mut peers = self.view();
+        peers.extend(departed.iter().cloned());
+        closest(&key.id, &peers, self.inner.config.replication_factor).into_iter().find(|peer| departed.contains(peer))
     }
 
     /// The peers of [`Node::counted`], sorted.

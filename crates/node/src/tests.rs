@@ -1109,6 +1109,54 @@ mod collection {
         assert_eq!(chunks(), 0, "reclaimed one grace period after the lease ended");
     }
 
+    /// Issue 11, from the adversarial review of defect 1's fix: a holder that never got a
+    /// put's `Refer` keeps the upload lease alone, and once the two holders that did are
+    /// away past their grace period, repair copies that lease-only set to their
+    /// replacements. When the lease ends, the counted holders all agree nothing refers to
+    /// the chunk; before, they deleted it, and the object was gone for as long as the two
+    /// were away (for good if they never came back). Holders that left have not answered.
+    #[tokio::test(start_paused = true)]
+    async fn a_chunk_whose_referring_holders_left_is_not_collected_while_they_are_away() {
+        let cluster = Cluster::new(6);
+        cluster.connect_all();
+        let bytes = object(CHUNK_SIZE + 1);
+        let chunk = ItemKey::chunk(blake3::hash(&bytes[..CHUNK_SIZE]).into());
+        let holders = closest(&chunk.id, &cluster.peers, 3);
+        let index_of = |peer: &PeerKey| cluster.peers.iter().position(|p| p == peer).unwrap();
+        let (unreferred, referred) = (index_of(&holders[0]), [index_of(&holders[1]), index_of(&holders[2])]);
+        cluster.set_fault(unreferred, Fault::RefusesReferences);
+        let coordinator = (0..6).find(|i| *i != unreferred && !referred.contains(i)).unwrap();
+        let (receipt, _) =
+            cluster.node(coordinator).put_named("kept", body(&bytes), Consistency::Quorum).await.unwrap();
+        cluster.world.faults.lock().unwrap().remove(&cluster.peers[unreferred]);
+
+        for index in referred {
+            cluster.kill(index);
+        }
+        let config = NodeConfig::default();
+        tokio::time::advance(config.failure_grace + Duration::from_secs(1)).await;
+        for index in cluster.live() {
+            cluster.node(index).repair_round().await;
+        }
+        tokio::time::advance(config.upload_lifetime).await;
+        cluster.collection_rounds(2 * rounds_per_grace()).await;
+        assert!(
+            cluster.holders(&chunk).contains(&cluster.peers[unreferred]),
+            "collected while the holders that knew its reference were away"
+        );
+
+        for index in referred {
+            cluster.revive(index);
+        }
+        for index in cluster.live() {
+            cluster.node(index).repair_round().await;
+        }
+        cluster.collection_rounds(2 * rounds_per_grace()).await;
+        for index in 0..6 {
+            assert_eq!(get_all(&cluster.node(index), receipt.id).await.unwrap(), bytes, "from peer {index}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_put_slower_than_the_grace_period_keeps_its_chunks() {
         let cluster = Arc::new(Cluster::new(4));

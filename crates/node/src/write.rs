@@ -304,8 +304,9 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Merges `set` into the reference sets of `chunks` on their holders, one request per
     /// holder, and returns, once every chunk has what `consistency` asks for, the fewest
     /// acks a chunk got (`usize::MAX` if there are none). Only a holder that also holds
-    /// the chunk acks it; requests still out then are dropped, and anti-entropy brings
-    /// their holders the references.
+    /// the chunk acks it. Requests still out then go on in the background: a holder left
+    /// with the lease alone would count for nothing once the lease ends, and anti-entropy
+    /// could bring it the binding only while another holder is there.
     async fn refer(&self, chunks: &[ChunkId], set: &References, consistency: Consistency) -> Result<usize, NodeError> {
         let required = consistency.required(self.inner.config.replication_factor);
         let placements: Vec<Vec<PeerKey>> =
@@ -322,20 +323,27 @@ impl<S: Store, N: Network> Node<S, N> {
                 by_holder.entry(holder).or_default().push(chunk.0);
             }
         }
-        let mut answers: FuturesUnordered<_> = by_holder
-            .iter()
+        let requests: Vec<(PeerKey, Vec<Hash32>)> = by_holder
+            .into_iter()
             .flat_map(|(holder, ids)| {
-                ids.chunks(MAX_KEYS_PER_REQUEST).map(move |ids| {
-                    let sets = ids.iter().map(|id| (*id, set.clone())).collect();
-                    async move { (holder, ids, self.refer_on(holder, sets).await) }
-                })
+                ids.chunks(MAX_KEYS_PER_REQUEST).map(|ids| (holder.clone(), ids.to_vec())).collect::<Vec<_>>()
             })
             .collect();
+        let (answer_tx, mut answers) = mpsc::channel(requests.len().max(1));
+        for (holder, ids) in requests {
+            let (node, answer_tx) = (self.clone(), answer_tx.clone());
+            let sets = ids.iter().map(|id| (*id, set.clone())).collect();
+            self.inner.tasks.spawn(async move {
+                let answer = node.refer_on(&holder, sets).await;
+                let _ = answer_tx.send((holder, ids, answer)).await;
+            });
+        }
+        drop(answer_tx);
         let mut acks: HashMap<Hash32, usize> = HashMap::new();
         let mut short = chunks.len();
         let mut failures = Vec::new();
         while short > 0
-            && let Some((holder, ids, answer)) = answers.next().await
+            && let Some((holder, ids, answer)) = answers.recv().await
         {
             match answer {
                 Ok(without_chunk) => {

@@ -136,14 +136,16 @@ impl RocksStore {
             .collect()
     }
 
-    /// [`Store::put`] of verified items, each key once. What it writes must fit within
-    /// the reserve; a put that finds every item in place writes nothing and succeeds.
+    /// [`Store::put`] of verified items, each key once. The chunks and manifests it writes
+    /// must leave the reserve free; name records and reference sets may use it, since
+    /// they are small and what lets space come back (a delete's tombstone, a reference's
+    /// death). A put that finds every item in place writes nothing and succeeds.
     fn put_unique(&self, unique: Vec<&(ItemKey, Bytes)>) -> Result<Vec<(ItemKey, Bytes)>, StoreError> {
         let _stripes = self.lock_stripes(unique.iter().map(|(key, _)| key));
         let mut batch = WriteBatch::default();
         let mut files = Vec::new();
         let mut kept = Vec::new();
-        let (mut items_added, mut bytes_delta) = (0, 0i64);
+        let (mut items_added, mut bytes_delta, mut data_bytes) = (0, 0i64, 0u64);
         for (key, given) in unique {
             let (value, old_len) = match self.read_raw(key)? {
                 // A verified copy is already durable (the put that wrote it synced before
@@ -177,15 +179,17 @@ impl RocksStore {
                 }
             };
             bytes_delta += value.len() as i64 - old_len as i64;
+            if !key.kind.is_mergeable() {
+                data_bytes += value.len() as u64;
+            }
             if in_file(key, value.len()) {
                 files.push((key, value));
             } else {
                 batch.put_cf(self.family(key.kind), key.id, &value);
             }
         }
-        let writing = files.iter().map(|(_, value)| value.len()).sum::<usize>() + batch.size_in_bytes();
-        if !files.is_empty() || !batch.is_empty() {
-            self.reserve.admit(writing as u64)?;
+        if data_bytes > 0 {
+            self.reserve.admit(data_bytes)?;
         }
         // Chunks before the batch that may hold their manifest.
         for (key, value) in files {

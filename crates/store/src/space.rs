@@ -1,7 +1,8 @@
-//! Room on the store's disk. A store keeps a reserve free and refuses a write that would
-//! eat into it, so a filling disk makes writes fail cleanly, with a reason, before the
-//! engine itself runs out of room mid-write; the reserve is also what RocksDB's own
-//! flushes and compactions need to go on. A write that finds the disk full anyway
+//! Room on the store's disk. A store keeps a reserve free and refuses data (chunks,
+//! manifests) that would eat into it, so a filling disk makes writes fail cleanly, with a
+//! reason, before the engine itself runs out of room mid-write; the reserve is what
+//! RocksDB's own flushes and compactions need, and what the small writes that give space
+//! back (a delete's tombstone, the death of a reference) use. A write that finds the disk full anyway
 //! (another process filled it) fails the same way and keeps nothing.
 
 use std::io;
@@ -77,7 +78,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
-    use shoal_core::{ChunkId, ItemKey};
+    use shoal_core::names::Version;
+    use shoal_core::references::{References, Referrer, Upload};
+    use shoal_core::{ChunkId, ItemKey, codec};
 
     use crate::{RocksStore, Store, StoreError};
 
@@ -180,8 +183,9 @@ mod tests {
         }
     }
 
-    /// With a reserve, writes stop while it is still free, with a reason, and a write of
-    /// what is already there still succeeds.
+    /// With a reserve, data stops while it is still free, with a reason; a write of what
+    /// is already there still succeeds, and so do the reference sets that let collection
+    /// give space back.
     #[test]
     fn writes_that_would_eat_into_the_reserve_are_refused() {
         let Some(disk) = SmallDisk::mount(32) else { return };
@@ -198,5 +202,10 @@ mod tests {
         assert!(!stored.is_empty() && stored.len() < 16, "{} chunks stored", stored.len());
         assert!(store.space().full && store.space().free_bytes >= 15 << 20, "{:?}", store.space());
         assert_eq!(store.put(&stored[..1]).unwrap(), [], "a put of what is there writes nothing");
+        let lease = Upload { id: Version { wall_ms: 1, logical: 0, writer: 0 }, until_ms: 2 };
+        let mut set = References::of(Referrer::Upload(lease));
+        set.kill(&Referrer::Upload(lease), 3);
+        let death = (ItemKey::references(stored[0].0.id), Bytes::from(codec::encode(&set)));
+        store.put(&[death]).expect("the death of a reference is refused on a full disk");
     }
 }
