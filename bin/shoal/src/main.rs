@@ -319,6 +319,14 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("stored             {} items, {} bytes", status.items_stored, status.bytes_stored);
     let full = if status.disk_full { " (full: writes refused)" } else { "" };
     println!("disk               {} bytes free{full}", status.disk_free_bytes);
+    if let Some(farthest) = status.peer_clocks.iter().max_by_key(|clock| clock.offset_ms.unsigned_abs()) {
+        println!(
+            "peer clocks        {} measured, farthest {:+} ms ({})",
+            status.peer_clocks.len(),
+            farthest.offset_ms,
+            farthest.peer
+        );
+    }
     let repair = &status.repair;
     println!("counted as holders {} peers (this one included)", repair.peers_counted);
     println!("repair             {} under-replicated, {} queued", repair.under_replicated, repair.backlog);

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -35,10 +35,29 @@ fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
     assert_eq!(status["peers_connected"], PEERS - 1, "{status}");
     assert!(status["items_stored"].as_u64().unwrap() > 0 && status["bytes_stored"].as_u64().unwrap() > 0);
     assert!(status["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
+    assert_eq!(status["disk_full"], false, "{status}");
+    // Repair rounds (every second here) read every other peer's clock: one machine, one clock.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let clocks = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&stdout(&testnet.shoal(1, &["status", "--json"]))).unwrap();
+        let clocks = status["peer_clocks"].as_array().unwrap().clone();
+        if clocks.len() == PEERS - 1 {
+            break clocks;
+        }
+        assert!(Instant::now() < deadline, "peer clocks not all measured in 30 s: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(clocks.iter().all(|clock| clock["offset_ms"].as_i64().unwrap().abs() < 1000), "{clocks:?}");
     let metrics = http(&testnet.api(1), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
-    for name in
-        ["shoal_http_requests_total", "shoal_object_bytes_in_total", "shoal_items_stored", "shoal_peers_connected"]
-    {
+    for name in [
+        "shoal_http_requests_total",
+        "shoal_object_bytes_in_total",
+        "shoal_items_stored",
+        "shoal_peers_connected",
+        "shoal_disk_free_bytes",
+        "shoal_disk_full 0",
+    ] {
         assert!(metrics.contains(name), "{name} missing from {metrics}");
     }
 

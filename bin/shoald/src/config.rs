@@ -77,6 +77,9 @@ pub struct Config {
     /// Free space on the store's disk that writes leave alone.
     pub min_free_bytes: u64,
     pub fault_injection: bool,
+    /// With `fault_injection` only: this peer's clock runs this many ms ahead (behind,
+    /// if negative), for clock drills.
+    pub clock_skew_ms: i64,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             upload_lifetime_secs: node.upload_lifetime.as_secs(),
             min_free_bytes: shoal_store::DEFAULT_MIN_FREE_BYTES,
             fault_injection: false,
+            clock_skew_ms: node.clock_skew_ms,
         }
     }
 }
@@ -163,6 +167,7 @@ impl Config {
         );
         anyhow::ensure!((1..=256).contains(&self.repair_concurrency), "repair_concurrency must be 1 to 256");
         anyhow::ensure!(!self.listen.is_empty(), "at least one listen address is needed");
+        anyhow::ensure!(self.clock_skew_ms == 0 || self.fault_injection, "clock_skew_ms needs fault_injection");
         self.node_config().validate()?;
         Ok(())
     }
@@ -186,6 +191,7 @@ impl Config {
             gc_grace: Duration::from_millis(self.gc_grace_ms),
             gc_interval: Duration::from_millis(self.gc_interval_ms),
             upload_lifetime: Duration::from_secs(self.upload_lifetime_secs),
+            clock_skew_ms: self.clock_skew_ms,
         }
     }
 }
@@ -225,6 +231,9 @@ mod tests {
         assert_eq!(error, "tombstone_lifetime must be longer than gc_grace");
         let error = Config::from_args(args(&["--gc-grace-ms", "0"])).unwrap_err().to_string();
         assert!(error.starts_with("gc_grace must be positive") && !error.contains('\n'), "{error}");
+        std::fs::write(&path, "clock_skew_ms = 5000\n").unwrap();
+        let error = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
+        assert_eq!(error, "clock_skew_ms needs fault_injection");
     }
 
     #[test]

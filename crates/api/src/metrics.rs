@@ -26,6 +26,12 @@ pub(crate) struct Metrics {
     pub peers_connected: Gauge,
     pub routing_table_peers: Gauge,
     repair: Family<RepairLabels, Gauge>,
+    peer_clock_offset_ms: Family<PeerLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -57,7 +63,20 @@ impl Metrics {
              since start, except backlog, under_replicated and peers_counted, which are current",
             metrics.repair.clone(),
         );
+        shoal.register(
+            "peer_clock_offset_ms",
+            "How far each counted peer's clock is from this one's (theirs minus ours), as last measured",
+            metrics.peer_clock_offset_ms.clone(),
+        );
         metrics
+    }
+
+    /// The clock of every peer measured now, and of no other.
+    pub fn set_peer_clocks(&self, clocks: &[(shoal_core::PeerKey, shoal_node::PeerClock)]) {
+        self.peer_clock_offset_ms.clear();
+        for (peer, clock) in clocks {
+            self.peer_clock_offset_ms.get_or_create(&PeerLabels { peer: peer.to_string() }).set(clock.offset_ms);
+        }
     }
 
     /// One gauge per field of the status, derived from its serialized form so that no

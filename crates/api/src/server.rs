@@ -61,8 +61,19 @@ pub struct StatusReport {
     pub disk_free_bytes: u64,
     /// Writes are refused: the disk is full (or within the reserve kept free).
     pub disk_full: bool,
+    /// How far each counted peer's clock is from this one's, as last measured.
+    pub peer_clocks: Vec<PeerClockReport>,
     pub repair: RepairStatus,
     pub version: String,
+}
+
+/// One peer's clock, seen from the answering peer: `offset_ms` is theirs minus ours,
+/// known within half of `round_trip_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerClockReport {
+    pub peer: String,
+    pub offset_ms: i64,
+    pub round_trip_ms: u64,
 }
 
 /// Optional parts of the API.
@@ -353,6 +364,15 @@ async fn status<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json
         bytes_stored: status.bytes_stored,
         disk_free_bytes: status.disk_free_bytes,
         disk_full: status.disk_full,
+        peer_clocks: status
+            .peer_clocks
+            .iter()
+            .map(|(peer, clock)| PeerClockReport {
+                peer: peer.to_string(),
+                offset_ms: clock.offset_ms,
+                round_trip_ms: clock.round_trip_ms,
+            })
+            .collect(),
         repair: status.repair,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
@@ -368,6 +388,7 @@ async fn metrics<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<imp
     metrics.peers_connected.set(status.network.connected_peers as i64);
     metrics.routing_table_peers.set(status.network.routing_table_peers as i64);
     metrics.set_repair(&status.repair);
+    metrics.set_peer_clocks(&status.peer_clocks);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], metrics.encode()))
 }

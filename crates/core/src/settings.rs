@@ -12,7 +12,7 @@
 use std::fmt;
 
 /// The protocol part of an announcement; a peer of another protocol holds nothing here.
-pub const PROTOCOL: &str = "/shoal/8";
+pub const PROTOCOL: &str = "/shoal/9";
 
 /// Largest replication factor a network may have.
 pub const REPLICATION_FACTOR_MAX: usize = 16;
@@ -106,7 +106,7 @@ impl Announcement {
     }
 }
 
-/// E.g. `/shoal/8 replication=3 failure_grace_ms=30000 ... holding_since_ms=1796000000000`.
+/// E.g. `/shoal/9 replication=3 failure_grace_ms=30000 ... holding_since_ms=1796000000000`.
 impl fmt::Display for Announcement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let settings = &self.settings;
@@ -152,7 +152,7 @@ mod tests {
         for theirs in [
             "/foreign-dht/1.0.0".to_owned(),
             "/shoal/6 replication=3".to_owned(),
-            ours.replace("/shoal/8", "/shoal/9"),
+            ours.replace("/shoal/9", "/shoal/10"),
             ours.replace("gc_grace_ms=", "gc_grace="),
             ours.replace("=3 ", "=-3 "),
             format!("{ours} extra=1"),

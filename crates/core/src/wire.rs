@@ -1,4 +1,4 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/7`), one request and one
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/8`), one request and one
 //! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
 //! item values apart from the rest of a message ([`Payloads`]); version 4 keys pins by
 //! their object and answers a store with the newer name record a replica kept; version 5
@@ -102,7 +102,11 @@ pub enum Response {
     },
     /// The item, or `None` when this peer does not hold it.
     Item(Option<Bytes>),
-    Pong,
+    /// The answering peer's wall clock when it answered, in ms since the Unix epoch: the
+    /// asker learns how far apart their clocks are.
+    Pong {
+        wall_ms: u64,
+    },
     Digests(Vec<Fingerprint>),
     Keys(Vec<(ItemKey, ContentTag)>),
     /// One answer per asked key, in order.

@@ -35,7 +35,6 @@ use shoal_core::{Consistency, Hash32, ItemKey, ItemKind, codec};
 use shoal_store::Store;
 use tracing::{debug, info, warn};
 
-use crate::clock::wall_ms;
 use crate::{Network, Node};
 
 /// Name records looked up at once while looking for evidence.
@@ -56,9 +55,9 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut sets = self.local_reference_sets().await;
         let grace = self.inner.config.gc_grace.as_millis() as u64;
         let candidates: HashSet<Hash32> =
-            sets.iter().filter(|(_, set)| set.dead_for(grace, wall_ms())).map(|(id, _)| *id).collect();
+            sets.iter().filter(|(_, set)| set.dead_for(grace, self.now_ms())).map(|(id, _)| *id).collect();
         let newest = self.newest_versions(&sets).await;
-        let now = wall_ms();
+        let now = self.now_ms();
         let mut killed = Vec::new();
         for (id, set) in &mut sets {
             let mut changed = set.expire_uploads(now);

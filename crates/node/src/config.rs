@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// How long the chunks a put wrote are kept for it before its object refers to them:
     /// a put that takes longer fails.
     pub upload_lifetime: Duration,
+    /// Fault injection for tests and drills: this node's wall clock runs this many ms
+    /// ahead of the system's (behind, if negative).
+    pub clock_skew_ms: i64,
 }
 
 impl NodeConfig {
@@ -92,6 +95,7 @@ impl Default for NodeConfig {
             gc_grace: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(300),
             upload_lifetime: Duration::from_secs(24 * 3600),
+            clock_skew_ms: 0,
         }
     }
 }

@@ -29,6 +29,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub use clock::PeerClock;
 pub use config::NodeConfig;
 pub use error::NodeError;
 pub use listing::NamePage;

@@ -21,7 +21,6 @@ use shoal_core::{Consistency, ItemKey, ObjectId, PeerKey, codec};
 use shoal_store::Store;
 use tracing::debug;
 
-use crate::clock::wall_ms;
 use crate::error::describe_failures;
 use crate::write::{PutReceipt, UnboundObject};
 use crate::{Network, Node, NodeError};
@@ -179,7 +178,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let Some(value) = value else { return Ok(None) };
         shoal_core::verify_item(&key, &value).map_err(|e| format!("sent a bad record: {e}"))?;
         let record: NameRecord = codec::decode(&value).expect("verified above");
-        check_clock_offset(record.version, wall_ms()).map_err(|e| format!("sent a record from far ahead: {e}"))?;
+        check_clock_offset(record.version, self.now_ms()).map_err(|e| format!("sent a record from far ahead: {e}"))?;
         Ok(Some(record))
     }
 
@@ -195,14 +194,14 @@ impl<S: Store, N: Network> Node<S, N> {
         object: Option<&UnboundObject>,
     ) -> Result<(NameRecord, usize), NodeError> {
         for _ in 0..WRITE_ATTEMPTS {
-            let version = self.inner.clock.lock().expect("never poisoned").tick(wall_ms());
+            let version = self.next_version()?;
             let record = NameRecord { name: name.to_owned(), version, binding: binding.clone() };
             let replicated = match object {
                 Some(object) => self.write_bound_object(&record, object, consistency).await?,
                 None => self.replicate(vec![(record.key(), codec::encode(&record).into())], consistency).await?,
             };
             let Some(newer) = replicated.newer else { return Ok((record, replicated.acks)) };
-            if let Err(ahead) = check_clock_offset(newer.version, wall_ms()) {
+            if let Err(ahead) = check_clock_offset(newer.version, self.now_ms()) {
                 // A record no peer accepts now (stored before clocks were bounded, or by a
                 // holder's own fast clock) is a failed ack, not a version to write past:
                 // reads and collection refuse it too.

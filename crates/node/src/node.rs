@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_core::digest::ContentTag;
-use shoal_core::names::{HybridClock, NameRecord, check_clock_offset};
+use shoal_core::names::{HybridClock, NameRecord, Version, check_clock_offset};
 use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
 use shoal_core::references::References;
 use shoal_core::wire::{Request, Response};
@@ -16,6 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks};
 use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
 use crate::policy::Replicas;
@@ -38,8 +39,7 @@ fn writer_id(peer: &PeerKey) -> u64 {
 /// clock than [`MAX_CLOCK_OFFSET_MS`](shoal_core::names::MAX_CLOCK_OFFSET_MS): it would win
 /// over every write for as long as its lead lasts. (Bytes that do not decode are the
 /// store's to refuse.)
-fn refuse_records_from_far_ahead(items: &[(ItemKey, Bytes)]) -> Result<(), StoreError> {
-    let now = crate::clock::wall_ms();
+fn refuse_records_from_far_ahead(items: &[(ItemKey, Bytes)], now: u64) -> Result<(), StoreError> {
     for (key, value) in items.iter().filter(|(key, _)| key.kind == ItemKind::Name) {
         if let Ok(record) = codec::decode::<NameRecord>(value) {
             check_clock_offset(record.version, now)
@@ -59,6 +59,8 @@ pub struct NodeStatus {
     /// Free bytes on the store's disk, and whether writes are refused for lack of them.
     pub disk_free_bytes: u64,
     pub disk_full: bool,
+    /// How far each counted peer's clock is from this one's, as last measured.
+    pub peer_clocks: Vec<(PeerKey, PeerClock)>,
     pub repair: RepairStatus,
 }
 
@@ -100,6 +102,8 @@ pub(crate) struct Inner<S, N> {
     pub holding_since_ms: u64,
     /// Versions for name writes and uploads coordinated here.
     pub clock: Mutex<HybridClock>,
+    /// The other peers' clocks, as measured by repair rounds.
+    pub peer_clocks: PeerClocks,
     /// Every task this node runs in the background.
     pub tasks: Tasks,
     /// Requests from other peers being answered ([`crate::serve`]).
@@ -142,6 +146,7 @@ impl<S: Store, N: Network> Node<S, N> {
             quarantined: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
+            peer_clocks: PeerClocks::default(),
             whole_network: Mutex::new(None),
             tasks: Tasks::default(),
             answer_slots: Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT)),
@@ -154,6 +159,29 @@ impl<S: Store, N: Network> Node<S, N> {
 
     pub fn local_peer(&self) -> &PeerKey {
         self.inner.network.local_peer()
+    }
+
+    /// This node's wall clock, in ms since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        crate::clock::wall_ms().saturating_add_signed(self.inner.config.clock_skew_ms)
+    }
+
+    /// A version for a write coordinated here, newer than every one this node has seen.
+    /// Refused while most peers find this node's clock too far off: its versions would
+    /// be refused by the others, or win over writes made after them.
+    pub(crate) fn next_version(&self) -> Result<Version, NodeError> {
+        if let Some(offset_ms) = self.inner.peer_clocks.off_by() {
+            return Err(NodeError::Unavailable {
+                what: "a write".to_owned(),
+                failures: format!(
+                    "this peer's clock is {} ms {} most of its peers' (at most {CLOCK_OFFSET_LIMIT_MS} ms \
+                     allowed): it coordinates no writes until its time is fixed",
+                    offset_ms.unsigned_abs(),
+                    if offset_ms < 0 { "ahead of" } else { "behind" },
+                ),
+            });
+        }
+        Ok(self.inner.clock.lock().expect("never poisoned").tick(self.now_ms()))
     }
 
     /// The replicas of `key` (see [`crate::policy`]) among every counted peer, this one
@@ -181,7 +209,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 found
             }
         };
-        let (mut peers, now_ms) = (self.counted(), crate::clock::wall_ms());
+        let (mut peers, now_ms) = (self.counted(), self.now_ms());
         for peer in found {
             if !peers.iter().any(|(counted, _)| *counted == peer) {
                 peers.push((peer, now_ms));
@@ -192,7 +220,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     fn replicas_among(&self, key: &ItemKey, peers: Vec<(PeerKey, u64)>) -> Replicas {
         let move_window = u64::try_from(self.inner.config.move_window.as_millis()).unwrap_or(u64::MAX);
-        let settled_ms = crate::clock::wall_ms().saturating_sub(move_window);
+        let settled_ms = self.now_ms().saturating_sub(move_window);
         Replicas::of(&key.id, &peers, self.inner.config.replication_factor, settled_ms)
     }
 
@@ -299,7 +327,7 @@ impl<S: Store, N: Network> Node<S, N> {
         if items.is_empty() {
             return Ok(None);
         }
-        refuse_records_from_far_ahead(&items)?;
+        refuse_records_from_far_ahead(&items, self.now_ms())?;
         let _keys = self.lock_keys(items.iter().map(|(key, _)| key)).await;
         let (entries, newer) = self
             .with_store(move |store| {
@@ -424,6 +452,7 @@ impl<S: Store, N: Network> Node<S, N> {
             bytes_stored: stats.bytes,
             disk_free_bytes: space.free_bytes,
             disk_full: space.full,
+            peer_clocks: self.inner.peer_clocks.snapshot(),
             repair: self.inner.counters.snapshot(peers_counted),
         })
     }

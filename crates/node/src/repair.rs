@@ -35,6 +35,7 @@ use shoal_store::{Store, StoreError};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock};
 use crate::index::KeyIndex;
 use crate::serve::{MAX_BUCKETS_PER_KEYS_REQUEST, MAX_KEYS_PER_HAVE, MAX_NODES_PER_REQUEST};
 use crate::{Network, Node};
@@ -149,7 +150,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Reports that `peer` is reachable and compatible, and holds copies since
     /// `holding_since_ms` (what it announced).
     pub fn peer_up(&self, peer: PeerKey, holding_since_ms: u64) {
-        let now = crate::clock::wall_ms();
+        let now = self.now_ms();
         if peer != *self.local_peer()
             && self.inner.membership.lock().expect("never poisoned").up(peer, holding_since_ms, Instant::now(), now)
         {
@@ -244,12 +245,14 @@ impl<S: Store, N: Network> Node<S, N> {
         }
     }
 
-    /// One round: anti-entropy with every counted peer, then handoff.
+    /// One round: with every counted peer, a clock reading and anti-entropy; then handoff.
     pub async fn repair_round(&self) {
         let view = self.view();
         self.inner.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        self.inner.peer_clocks.retain(&view);
         let mut found_missing = 0;
         for peer in view.iter().filter(|peer| *peer != self.local_peer()) {
+            self.measure_clock(peer).await;
             match self.sync_with(&view, peer).await {
                 Ok(missing) => found_missing += missing,
                 Err(reason) => debug!(%peer, "anti-entropy failed: {reason}"),
@@ -257,6 +260,27 @@ impl<S: Store, N: Network> Node<S, N> {
         }
         found_missing += self.hand_off(&view).await;
         self.inner.counters.under_replicated.store(found_missing as u64, Ordering::Relaxed);
+    }
+
+    /// Reads `peer`'s clock with a ping, and warns when it is further off than a peer
+    /// may be.
+    async fn measure_clock(&self, peer: &PeerKey) {
+        let (sent_ms, sent) = (self.now_ms(), Instant::now());
+        let answer = self.call(peer, Request::Ping, |answer| match answer {
+            Response::Pong { wall_ms } => Ok(wall_ms),
+            other => Err(other),
+        });
+        match answer.await {
+            Ok(theirs_ms) => {
+                let round_trip_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let clock = PeerClock::measured(sent_ms, round_trip_ms, theirs_ms);
+                if clock.offset_ms.unsigned_abs() > CLOCK_OFFSET_LIMIT_MS {
+                    warn!(%peer, offset_ms = clock.offset_ms, "a peer's clock is off ours by more than {CLOCK_OFFSET_LIMIT_MS} ms");
+                }
+                self.inner.peer_clocks.record(peer.clone(), clock);
+            }
+            Err(reason) => debug!(%peer, "no clock reading: {reason}"),
+        }
     }
 
     async fn ask(&self, peer: &PeerKey, request: Request) -> Result<Response, String> {
@@ -520,7 +544,7 @@ impl<S: Store, N: Network> Node<S, N> {
             return;
         }
         let record: shoal_core::names::NameRecord = codec::decode(value).expect("verified by the store");
-        let age_ms = crate::clock::wall_ms().saturating_sub(record.version.wall_ms);
+        let age_ms = self.now_ms().saturating_sub(record.version.wall_ms);
         if record.is_tombstone() && u128::from(age_ms) > self.inner.config.tombstone_lifetime.as_millis() {
             match self.delete_local(key, content_tag(&key, value)).await {
                 Ok(true) => debug!(name = %record.name, "purged an expired tombstone"),

@@ -57,7 +57,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 Ok(item) => Response::Item(item),
                 Err(reason) => Response::Failed(reason),
             },
-            Request::Ping => Response::Pong,
+            Request::Ping => Response::Pong { wall_ms: self.now_ms() },
             Request::Digests { nodes } => {
                 if nodes.len() > MAX_NODES_PER_REQUEST || !TreeNode::is_frontier(&nodes) {
                     return Response::Failed("malformed digest request".into());

@@ -118,10 +118,14 @@ impl Cluster {
 
     /// Adds a peer with an empty store; returns its index.
     fn add_peer(&mut self) -> usize {
+        self.add_peer_with(NodeConfig::default())
+    }
+
+    fn add_peer_with(&mut self, config: NodeConfig) -> usize {
         let peer = PeerKey::from_bytes(format!("peer-{}", self.peers.len()).as_bytes());
         let network = FakeNetwork { me: peer.clone(), world: self.world.clone() };
         let store = MemoryStore::created_at(crate::clock::wall_ms());
-        let node = Node::new(NodeConfig::default(), store, network).unwrap();
+        let node = Node::new(config, store, network).unwrap();
         self.world.nodes.lock().unwrap().insert(peer.clone(), node);
         self.peers.push(peer);
         self.peers.len() - 1
@@ -721,6 +725,36 @@ mod names {
     ) -> Result<ObjectId, NodeError> {
         let (receipt, _) = node.put_named(name, body(&object(len)), consistency).await?;
         Ok(receipt.id)
+    }
+
+    /// Issue 11, defect 5: every repair round reads the other peers' clocks, status shows
+    /// them, and a peer that most others find too far off coordinates no writes. Before,
+    /// a holder ten minutes fast stored its own write at a version the others refused,
+    /// and nine minutes later that version was accepted everywhere and won over every
+    /// write acknowledged meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_whose_clock_most_others_find_far_off_coordinates_no_writes() {
+        const SKEW_MS: i64 = 10 * 60_000;
+        let mut cluster = Cluster::new(3);
+        let fast = cluster.add_peer_with(NodeConfig { clock_skew_ms: SKEW_MS, ..NodeConfig::default() });
+        cluster.connect_all();
+        for index in 0..4 {
+            cluster.node(index).repair_round().await;
+        }
+        let cluster = &cluster;
+        let seen_by = |index: usize, peer: usize| async move {
+            let status = cluster.node(index).status().await.unwrap();
+            let (_, clock) = status.peer_clocks.into_iter().find(|(p, _)| *p == cluster.peers[peer]).unwrap();
+            clock.offset_ms
+        };
+        assert_eq!(seen_by(0, fast).await, SKEW_MS);
+        assert_eq!(seen_by(1, 2).await, 0);
+        assert_eq!(seen_by(fast, 0).await, -SKEW_MS);
+
+        let error = bind(&cluster.node(fast), "late", 100, Consistency::Quorum).await.unwrap_err().to_string();
+        assert!(error.contains("clock is 600000 ms ahead of most of its peers'"), "{error}");
+        assert!(cluster.records("late").is_empty(), "a refused write left a record");
+        bind(&cluster.node(0), "late", 100, Consistency::All).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,6 @@ use shoal_core::{
 use shoal_store::Store;
 use tokio::sync::mpsc;
 
-use crate::clock::wall_ms;
 use crate::error::describe_failures;
 use crate::serve::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node, NodeError};
@@ -138,8 +137,8 @@ impl<S: Store, N: Network> Node<S, N> {
         B: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let until_ms = wall_ms().saturating_add(self.inner.config.upload_lifetime.as_millis() as u64);
-        let lease = Upload { id: self.inner.clock.lock().expect("never poisoned").tick(wall_ms()), until_ms };
+        let until_ms = self.now_ms().saturating_add(self.inner.config.upload_lifetime.as_millis() as u64);
+        let lease = Upload { id: self.next_version()?, until_ms };
         let StoredChunks { manifest, fewest_acks, lone_chunk } = self.store_chunks(body, consistency, lease).await?;
         let id = manifest.object_id().expect("a manifest we built is consistent");
         debug_assert!(lone_chunk.as_ref().is_none_or(|(key, _)| key.id == id.0), "a lone chunk's id is the object's");
@@ -273,7 +272,7 @@ impl<S: Store, N: Network> Node<S, N> {
         object: &UnboundObject,
         consistency: Consistency,
     ) -> Result<Replicated, NodeError> {
-        if !object.chunks.is_empty() && wall_ms() > object.lease.until_ms {
+        if !object.chunks.is_empty() && self.now_ms() > object.lease.until_ms {
             return Err(NodeError::Unavailable {
                 what: format!("object {}", object.id),
                 failures: format!("the upload took longer than {:?}", self.inner.config.upload_lifetime),
@@ -282,7 +281,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let referrer = Referrer::Binding { name: record.key().id, version: record.version };
         let lease = Referrer::Upload(object.lease);
         let mut chunk_references = References::of(lease);
-        chunk_references.kill(&lease, wall_ms());
+        chunk_references.kill(&lease, self.now_ms());
         chunk_references.merge(&References::of(referrer));
         let chunk_acks = self.refer(&object.chunks, &chunk_references, consistency).await?;
         let mut items = object.items.clone();
