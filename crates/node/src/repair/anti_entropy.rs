@@ -1,0 +1,141 @@
+//! Anti-entropy: with each counted peer, a 16-ary tree of fingerprints over the buckets
+//! both should hold, descended only where it differs, then key lists of the differing
+//! buckets and fetches of exactly what this peer lacks.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode, bucket_holders};
+use shoal_core::placement::closest;
+use shoal_core::wire::{Request, Response};
+use shoal_core::{ItemKey, PeerKey};
+use shoal_store::Store;
+
+use super::transfer::Transfer;
+use crate::index::KeyIndex;
+use crate::serve::{MAX_BUCKETS_PER_KEYS_REQUEST, MAX_NODES_PER_REQUEST};
+use crate::{Network, Node};
+
+impl<S: Store, N: Network> Node<S, N> {
+    /// The R peers of `view` that should hold `key`.
+    pub(crate) fn holders(&self, view: &[PeerKey], key: &ItemKey) -> Vec<PeerKey> {
+        let r = self.inner.config.replication_factor;
+        bucket_holders(Bucket::of(key), view, r).unwrap_or_else(|| closest(&key.id, view, r))
+    }
+
+    /// The fingerprint of the items of `bucket` this peer holds and `peer` should hold too.
+    fn shared_fingerprint(&self, view: &[PeerKey], peer: &PeerKey, bucket: Bucket, index: &KeyIndex) -> Fingerprint {
+        let me = self.local_peer();
+        let r = self.inner.config.replication_factor;
+        match bucket_holders(bucket, view, r) {
+            Some(holders) if holders.contains(me) && holders.contains(peer) => index.fingerprint(bucket),
+            Some(_) => Fingerprint::default(),
+            None => {
+                let mut fingerprint = Fingerprint::default();
+                for (key, tag) in index.bucket(bucket) {
+                    let holders = closest(&key.id, view, r);
+                    if holders.contains(me) && holders.contains(peer) {
+                        fingerprint.toggle(&Fingerprint::of(key, tag));
+                    }
+                }
+                fingerprint
+            }
+        }
+    }
+
+    /// This peer's fingerprints of `nodes` for the comparison with `peer`. Only occupied
+    /// buckets are visited: an empty bucket's fingerprint is zero.
+    pub(crate) fn digests(&self, view: &[PeerKey], peer: &PeerKey, nodes: &[TreeNode]) -> Vec<Fingerprint> {
+        let index = self.inner.index.lock().expect("never poisoned");
+        let occupied: Vec<Bucket> = index.occupied().map(|(bucket, _)| bucket).collect();
+        nodes
+            .iter()
+            .map(|node| {
+                let range = node.buckets();
+                let start = occupied.partition_point(|bucket| bucket.index() < range.start);
+                let mut fingerprint = Fingerprint::default();
+                for bucket in occupied[start..].iter().take_while(|b| b.index() < range.end) {
+                    fingerprint.toggle(&self.shared_fingerprint(view, peer, *bucket, &index));
+                }
+                fingerprint
+            })
+            .collect()
+    }
+
+    pub(crate) fn bucket_keys(&self, buckets: &[Bucket]) -> Vec<(ItemKey, ContentTag)> {
+        let index = self.inner.index.lock().expect("never poisoned");
+        buckets.iter().flat_map(|bucket| index.bucket(*bucket).iter().map(|(key, tag)| (*key, *tag))).collect()
+    }
+
+    /// Compares trees with `peer` and moves what differs; returns how many items one side
+    /// lacked.
+    pub(super) async fn sync_with(&self, view: &[PeerKey], peer: &PeerKey) -> Result<usize, String> {
+        self.inner.counters.anti_entropy_exchanges.fetch_add(1, Ordering::Relaxed);
+        let mut frontier = vec![TreeNode::ROOT];
+        let mut differing_buckets = Vec::new();
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for nodes in frontier.chunks(MAX_NODES_PER_REQUEST) {
+                let Response::Digests(theirs) = self.ask(peer, Request::Digests { nodes: nodes.to_vec() }).await?
+                else {
+                    return Err("unexpected answer to Digests".into());
+                };
+                if theirs.len() != nodes.len() {
+                    return Err(format!("{} digests for {} nodes", theirs.len(), nodes.len()));
+                }
+                let ours = self.digests(view, peer, nodes);
+                for ((node, ours), theirs) in nodes.iter().zip(ours).zip(theirs) {
+                    if ours == theirs {
+                        continue;
+                    }
+                    if node.is_leaf() {
+                        differing_buckets.push(Bucket(node.index));
+                    } else {
+                        next.extend(node.children());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        let (mut fetches, mut missing_there) = (Vec::new(), 0);
+        for buckets in differing_buckets.chunks(MAX_BUCKETS_PER_KEYS_REQUEST) {
+            let (mine, theirs) = self.reconcile(view, peer, buckets).await?;
+            fetches.extend(mine);
+            missing_there += theirs;
+        }
+        let missing = fetches.len() + missing_there;
+        self.run_transfers(fetches).await;
+        Ok(missing)
+    }
+
+    /// Works out which items of `buckets` one of us lacks and should hold: returns the
+    /// fetches this peer needs, and how many items `peer` lacks (it fetches those itself).
+    async fn reconcile(
+        &self,
+        view: &[PeerKey],
+        peer: &PeerKey,
+        buckets: &[Bucket],
+    ) -> Result<(Vec<Transfer>, usize), String> {
+        let Response::Keys(theirs) = self.ask(peer, Request::BucketKeys { buckets: buckets.to_vec() }).await? else {
+            return Err("unexpected answer to BucketKeys".into());
+        };
+        let theirs: HashMap<ItemKey, ContentTag> = theirs.into_iter().collect();
+        let ours: HashMap<ItemKey, ContentTag> = self.bucket_keys(buckets).into_iter().collect();
+        let me = self.local_peer();
+        // Missing here, or another version (of a mergeable item): fetch it, and the store
+        // keeps the winner or the merge. A chunk or manifest that this peer's references
+        // say nothing keeps any more is being collected: it is not fetched back.
+        let mut fetches = Vec::new();
+        for (key, tag) in &theirs {
+            if ours.get(key) != Some(tag)
+                && self.holders(view, key).contains(me)
+                && (key.kind.is_mergeable() || !self.unreferenced(key.id).await)
+            {
+                fetches.push(Transfer::Fetch { key: *key, from: peer.clone() });
+            }
+        }
+        let missing_there =
+            ours.keys().filter(|key| !theirs.contains_key(key) && self.holders(view, key).contains(peer)).count();
+        Ok((fetches, missing_there))
+    }
+}
