@@ -120,14 +120,14 @@ impl<S: Store, N: Network> Node<S, N> {
             .collect();
         names.sort_unstable();
         names.dedup();
-        let view = self.view();
-        let view = &view;
+        let layout = self.layout();
+        let layout = &layout;
         let quorum = Consistency::Quorum.required(self.inner.config.replication_factor);
         stream::iter(names)
             .map(|name| async move {
                 let key = ItemKey { kind: ItemKind::Name, id: name };
                 let mut versions = Vec::new();
-                for holder in self.holders(view, &key) {
+                for holder in layout.holders(&key) {
                     match self.fetch_record(&holder, key).await {
                         Ok(Some(record)) => versions.push(record.version),
                         Ok(None) => {}

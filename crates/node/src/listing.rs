@@ -46,7 +46,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// with the size of the network and of the page, not of the whole listing.
     pub async fn list_names(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<NamePage, NodeError> {
         let limit = limit.clamp(1, LIST_PAGE_MAX);
-        let answers = join_all(self.view().into_iter().map(|peer| async move {
+        let answers = join_all(self.layout().peers().iter().cloned().map(|peer| async move {
             let page = if &peer == self.local_peer() {
                 self.local_names(prefix, after, limit).await
             } else {

@@ -17,7 +17,7 @@ use tracing::warn;
 use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks};
 use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
-use crate::policy::Replicas;
+use crate::policy::{Layout, Replicas};
 use crate::repair::{RateLimit, RepairCounters, RepairStatus};
 use crate::serve::ANSWERS_IN_FLIGHT;
 use crate::tasks::Tasks;
@@ -168,10 +168,17 @@ impl<S: Store, N: Network> Node<S, N> {
         Ok(self.inner.clock.lock().expect("never poisoned").tick(self.now_ms()))
     }
 
-    /// The replicas of `key` (see [`crate::policy`]) among every counted peer, this one
-    /// included: a peer down for less than the grace period still counts.
+    /// Where items belong among every counted peer, this one included (see
+    /// [`crate::policy`]): a peer down for less than the grace period still counts.
+    pub(crate) fn layout(&self) -> Layout {
+        let move_window = u64::try_from(self.inner.config.move_window.as_millis()).unwrap_or(u64::MAX);
+        let settled_ms = self.now_ms().saturating_sub(move_window);
+        Layout::new(self.counted(), self.inner.config.replication_factor, settled_ms)
+    }
+
+    /// The replicas of `key` in [`Node::layout`].
     pub(crate) fn replicas(&self, key: &ItemKey) -> Replicas {
-        self.replicas_among(key, self.counted())
+        self.layout().replicas(key)
     }
 
     /// [`Node::replicas`] among the counted peers and every peer a DHT lookup reaches, for
@@ -193,19 +200,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 found
             }
         };
-        let (mut peers, now_ms) = (self.counted(), self.now_ms());
-        for peer in found {
-            if !peers.iter().any(|(counted, _)| *counted == peer) {
-                peers.push((peer, now_ms));
-            }
-        }
-        Ok(self.replicas_among(key, peers))
-    }
-
-    fn replicas_among(&self, key: &ItemKey, peers: Vec<(PeerKey, u64)>) -> Replicas {
-        let move_window = u64::try_from(self.inner.config.move_window.as_millis()).unwrap_or(u64::MAX);
-        let settled_ms = self.now_ms().saturating_sub(move_window);
-        Replicas::of(&key.id, &peers, self.inner.config.replication_factor, settled_ms)
+        Ok(self.layout().with_found(found, self.now_ms()).replicas(key))
     }
 
     /// Peers that count as holders, this one included, each with its arrival. Peers past
@@ -228,16 +223,9 @@ impl<S: Store, N: Network> Node<S, N> {
         if departed.is_empty() {
             return None;
         }
-        let mut peers = self.view();
+        let mut peers = self.layout().peers().to_vec();
         peers.extend(departed.iter().cloned());
         closest(&key.id, &peers, self.inner.config.replication_factor).into_iter().find(|peer| departed.contains(peer))
-    }
-
-    /// The peers of [`Node::counted`], sorted.
-    pub(crate) fn view(&self) -> Vec<PeerKey> {
-        let mut view: Vec<PeerKey> = self.counted().into_iter().map(|(peer, _)| peer).collect();
-        view.sort();
-        view
     }
 
     /// The failure to report when `placement` found fewer than R peers.
@@ -291,7 +279,7 @@ impl<S: Store, N: Network> Node<S, N> {
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let network = self.inner.network.status().await?;
         let (stats, space) = (self.inner.store.stats(), self.inner.store.space());
-        let peers_counted = self.view().len();
+        let peers_counted = self.layout().peers().len();
         Ok(NodeStatus {
             network,
             replication_factor: self.inner.config.replication_factor,

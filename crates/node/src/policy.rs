@@ -16,8 +16,65 @@
 //! that outlasts it can make reads miss until it completes. (Collection past the window
 //! relies on handoff having pushed reference sets first, as before this policy.)
 
-use shoal_core::placement::KeyHash;
-use shoal_core::{Consistency, PeerKey};
+use shoal_core::digest::{Bucket, bucket_holders};
+use shoal_core::placement::{KeyHash, closest};
+use shoal_core::{Consistency, ItemKey, PeerKey};
+
+/// Where every item belongs, as one node sees the network at one moment: the peers it
+/// counts, each with its arrival. Put, get, repair, handoff and collection all ask one of
+/// these, and a repair round keeps the one it started with, so every decision of the
+/// round is made against the same peers.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// Sorted by peer, each once.
+    peers: Vec<(PeerKey, u64)>,
+    view: Vec<PeerKey>,
+    replication_factor: usize,
+    /// Peers that arrived after this are recent.
+    settled_ms: u64,
+}
+
+impl Layout {
+    pub fn new(mut peers: Vec<(PeerKey, u64)>, replication_factor: usize, settled_ms: u64) -> Self {
+        peers.sort();
+        peers.dedup_by(|a, b| a.0 == b.0);
+        let view = peers.iter().map(|(peer, _)| peer.clone()).collect();
+        Self { peers, view, replication_factor, settled_ms }
+    }
+
+    /// This layout and `found`, peers a lookup alone reached, each taken as arriving at
+    /// `now_ms`: nothing says they hold what they should.
+    pub fn with_found(self, found: impl IntoIterator<Item = PeerKey>, now_ms: u64) -> Self {
+        let mut peers = self.peers;
+        for peer in found {
+            if !peers.iter().any(|(counted, _)| *counted == peer) {
+                peers.push((peer, now_ms));
+            }
+        }
+        Self::new(peers, self.replication_factor, self.settled_ms)
+    }
+
+    /// The peers, sorted.
+    pub fn peers(&self) -> &[PeerKey] {
+        &self.view
+    }
+
+    pub fn replicas(&self, key: &ItemKey) -> Replicas {
+        Replicas::of(&key.id, &self.peers, self.replication_factor, self.settled_ms)
+    }
+
+    /// Where `key` belongs now: `replicas(key).current()`, read off its bucket when one
+    /// holder set serves the whole bucket, which spares rounds that visit every item a
+    /// sort of the peers per item.
+    pub fn holders(&self, key: &ItemKey) -> Vec<PeerKey> {
+        self.bucket_holders(Bucket::of(key)).unwrap_or_else(|| closest(&key.id, &self.view, self.replication_factor))
+    }
+
+    /// The R peers that hold every key of `bucket`, when the same R peers do.
+    pub fn bucket_holders(&self, bucket: Bucket) -> Option<Vec<PeerKey>> {
+        bucket_holders(bucket, &self.view, self.replication_factor)
+    }
+}
 
 /// The holders of one key: where it belongs now, then where it belonged before each
 /// recent arrival.
@@ -86,7 +143,6 @@ impl Replicas {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use shoal_core::placement::closest;
 
     use super::*;
 
@@ -105,6 +161,14 @@ mod tests {
             let replicas = Replicas::of(&key, &with_arrivals(&peers, &vec![10; count]), r, 10);
             prop_assert_eq!(replicas.current().to_vec(), closest(&key, &peers, r));
             prop_assert_eq!(replicas.everyone(), closest(&key, &peers, r));
+        }
+
+        /// Repair's holders and the foreground's current replicas are one answer.
+        #[test]
+        fn holders_are_the_current_replicas(id: [u8; 32], arrivals in prop::collection::vec(0u64..8, 1..40)) {
+            let layout = Layout::new(with_arrivals(&peers(arrivals.len()), &arrivals), 3, 4);
+            let key = ItemKey { kind: shoal_core::ItemKind::Chunk, id };
+            prop_assert_eq!(layout.holders(&key), layout.replicas(&key).current().to_vec());
         }
 
         /// Whatever order peers arrived in, the holders before any arrival are among the

@@ -65,7 +65,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 let node = self.clone();
                 let from = from.clone();
                 // Fingerprinting walks every occupied bucket: keep it off the async workers.
-                tokio::task::spawn_blocking(move || Response::Digests(node.digests(&node.view(), &from, &nodes)))
+                tokio::task::spawn_blocking(move || Response::Digests(node.digests(&node.layout(), &from, &nodes)))
                     .await
                     .expect("digests do not panic")
             }

@@ -849,7 +849,7 @@ mod names {
             })
         };
         let node = cluster.node(leaving);
-        node.hand_off(&node.view()).await;
+        node.hand_off(&node.layout()).await;
         newer.await.unwrap();
         let kept = cluster.records("doc").into_iter().find(|(index, _)| *index == leaving);
         assert_eq!(
@@ -862,7 +862,7 @@ mod names {
         for &holder in &holders {
             cluster.world.faults.lock().unwrap().remove(&cluster.peers[holder]);
         }
-        node.hand_off(&node.view()).await;
+        node.hand_off(&node.layout()).await;
         let records = cluster.records("doc");
         assert!(
             records

@@ -5,35 +5,28 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode, bucket_holders};
-use shoal_core::placement::closest;
+use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, PeerKey};
 use shoal_store::Store;
 
 use super::transfer::Transfer;
 use crate::index::KeyIndex;
+use crate::policy::Layout;
 use crate::serve::{MAX_BUCKETS_PER_KEYS_REQUEST, MAX_NODES_PER_REQUEST};
 use crate::{Network, Node};
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// The R peers of `view` that should hold `key`.
-    pub(crate) fn holders(&self, view: &[PeerKey], key: &ItemKey) -> Vec<PeerKey> {
-        let r = self.inner.config.replication_factor;
-        bucket_holders(Bucket::of(key), view, r).unwrap_or_else(|| closest(&key.id, view, r))
-    }
-
     /// The fingerprint of the items of `bucket` this peer holds and `peer` should hold too.
-    fn shared_fingerprint(&self, view: &[PeerKey], peer: &PeerKey, bucket: Bucket, index: &KeyIndex) -> Fingerprint {
+    fn shared_fingerprint(&self, layout: &Layout, peer: &PeerKey, bucket: Bucket, index: &KeyIndex) -> Fingerprint {
         let me = self.local_peer();
-        let r = self.inner.config.replication_factor;
-        match bucket_holders(bucket, view, r) {
+        match layout.bucket_holders(bucket) {
             Some(holders) if holders.contains(me) && holders.contains(peer) => index.fingerprint(bucket),
             Some(_) => Fingerprint::default(),
             None => {
                 let mut fingerprint = Fingerprint::default();
                 for (key, tag) in index.bucket(bucket) {
-                    let holders = closest(&key.id, view, r);
+                    let holders = layout.holders(key);
                     if holders.contains(me) && holders.contains(peer) {
                         fingerprint.toggle(&Fingerprint::of(key, tag));
                     }
@@ -45,7 +38,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// This peer's fingerprints of `nodes` for the comparison with `peer`. Only occupied
     /// buckets are visited: an empty bucket's fingerprint is zero.
-    pub(crate) fn digests(&self, view: &[PeerKey], peer: &PeerKey, nodes: &[TreeNode]) -> Vec<Fingerprint> {
+    pub(crate) fn digests(&self, layout: &Layout, peer: &PeerKey, nodes: &[TreeNode]) -> Vec<Fingerprint> {
         let index = self.inner.index.lock().expect("never poisoned");
         let occupied: Vec<Bucket> = index.occupied().map(|(bucket, _)| bucket).collect();
         nodes
@@ -55,7 +48,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 let start = occupied.partition_point(|bucket| bucket.index() < range.start);
                 let mut fingerprint = Fingerprint::default();
                 for bucket in occupied[start..].iter().take_while(|b| b.index() < range.end) {
-                    fingerprint.toggle(&self.shared_fingerprint(view, peer, *bucket, &index));
+                    fingerprint.toggle(&self.shared_fingerprint(layout, peer, *bucket, &index));
                 }
                 fingerprint
             })
@@ -69,7 +62,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Compares trees with `peer` and moves what differs; returns how many items one side
     /// lacked.
-    pub(super) async fn sync_with(&self, view: &[PeerKey], peer: &PeerKey) -> Result<usize, String> {
+    pub(super) async fn sync_with(&self, layout: &Layout, peer: &PeerKey) -> Result<usize, String> {
         self.inner.counters.anti_entropy_exchanges.fetch_add(1, Ordering::Relaxed);
         let mut frontier = vec![TreeNode::ROOT];
         let mut differing_buckets = Vec::new();
@@ -83,7 +76,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 if theirs.len() != nodes.len() {
                     return Err(format!("{} digests for {} nodes", theirs.len(), nodes.len()));
                 }
-                let ours = self.digests(view, peer, nodes);
+                let ours = self.digests(layout, peer, nodes);
                 for ((node, ours), theirs) in nodes.iter().zip(ours).zip(theirs) {
                     if ours == theirs {
                         continue;
@@ -99,7 +92,7 @@ impl<S: Store, N: Network> Node<S, N> {
         }
         let (mut fetches, mut missing_there) = (Vec::new(), 0);
         for buckets in differing_buckets.chunks(MAX_BUCKETS_PER_KEYS_REQUEST) {
-            let (mine, theirs) = self.reconcile(view, peer, buckets).await?;
+            let (mine, theirs) = self.reconcile(layout, peer, buckets).await?;
             fetches.extend(mine);
             missing_there += theirs;
         }
@@ -112,7 +105,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// fetches this peer needs, and how many items `peer` lacks (it fetches those itself).
     async fn reconcile(
         &self,
-        view: &[PeerKey],
+        layout: &Layout,
         peer: &PeerKey,
         buckets: &[Bucket],
     ) -> Result<(Vec<Transfer>, usize), String> {
@@ -128,14 +121,14 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut fetches = Vec::new();
         for (key, tag) in &theirs {
             if ours.get(key) != Some(tag)
-                && self.holders(view, key).contains(me)
+                && layout.holders(key).contains(me)
                 && (key.kind.is_mergeable() || !self.unreferenced(key.id).await)
             {
                 fetches.push(Transfer::Fetch { key: *key, from: peer.clone() });
             }
         }
         let missing_there =
-            ours.keys().filter(|key| !theirs.contains_key(key) && self.holders(view, key).contains(peer)).count();
+            ours.keys().filter(|key| !theirs.contains_key(key) && layout.holders(key).contains(peer)).count();
         Ok((fetches, missing_there))
     }
 }

@@ -11,6 +11,7 @@ use shoal_store::Store;
 use tracing::warn;
 
 use super::transfer::Transfer;
+use crate::policy::Layout;
 use crate::serve::MAX_KEYS_PER_HAVE;
 use crate::{Network, Node};
 
@@ -30,7 +31,7 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Moves items this peer should no longer hold to their rightful holders, deleting the
     /// local copy only once every one of them has it. Returns how many copies were missing.
-    pub(crate) async fn hand_off(&self, view: &[PeerKey]) -> usize {
+    pub(crate) async fn hand_off(&self, layout: &Layout) -> usize {
         let me = self.local_peer();
         let mut by_holder: BTreeMap<PeerKey, Vec<ItemKey>> = BTreeMap::new();
         // Each leaving item with the holders it needs and the content it had when pushed.
@@ -39,7 +40,7 @@ impl<S: Store, N: Network> Node<S, N> {
             let index = self.inner.index.lock().expect("never poisoned");
             for (_, keys) in index.occupied() {
                 for (key, tag) in keys {
-                    let holders = self.holders(view, key);
+                    let holders = layout.holders(key);
                     if holders.contains(me) {
                         continue;
                     }

@@ -146,18 +146,19 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// One round: with every counted peer, a clock reading and anti-entropy; then handoff.
     pub async fn repair_round(&self) {
-        let view = self.view();
+        let layout = self.layout();
+        let view = layout.peers();
         self.inner.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        self.inner.peer_clocks.retain(&view);
+        self.inner.peer_clocks.retain(view);
         let mut found_missing = 0;
         for peer in view.iter().filter(|peer| *peer != self.local_peer()) {
             self.measure_clock(peer).await;
-            match self.sync_with(&view, peer).await {
+            match self.sync_with(&layout, peer).await {
                 Ok(missing) => found_missing += missing,
                 Err(reason) => debug!(%peer, "anti-entropy failed: {reason}"),
             }
         }
-        found_missing += self.hand_off(&view).await;
+        found_missing += self.hand_off(&layout).await;
         self.inner.counters.under_replicated.store(found_missing as u64, Ordering::Relaxed);
     }
 

@@ -105,9 +105,9 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     async fn replace_corrupt(&self, key: ItemKey) {
-        let view = self.view();
+        let layout = self.layout();
         let me = self.local_peer();
-        for peer in self.holders(&view, &key).iter().chain(&view).filter(|p| *p != me) {
+        for peer in layout.holders(&key).iter().chain(layout.peers()).filter(|p| *p != me) {
             if let Ok(value) = self.fetch_from(peer, key).await
                 && self.store_local(vec![(key, value)]).await.is_ok()
             {
