@@ -1,6 +1,7 @@
 //! The node's view of the libp2p network.
 
 use shoal_core::PeerKey;
+use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 use shoal_node::{Network, NetworkError, NetworkStatus};
 
@@ -16,7 +17,7 @@ impl Network for Libp2pNetwork {
         self.0.local_peer()
     }
 
-    async fn closest_peers(&self, key: &[u8]) -> Result<Vec<PeerKey>, NetworkError> {
+    async fn closest_peers(&self, key: &[u8]) -> Result<Lookup, NetworkError> {
         self.0.closest_peers(key).await.map_err(describe)
     }
 

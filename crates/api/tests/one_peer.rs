@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use shoal_api::{Client, ClientError, ErrorCode, Options, router};
+use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ObjectId, PeerKey};
 use shoal_node::{Network, NetworkError, NetworkStatus, Node, NodeConfig};
@@ -20,8 +21,8 @@ impl Network for Alone {
         &self.0
     }
 
-    async fn closest_peers(&self, _key: &[u8]) -> Result<Vec<PeerKey>, NetworkError> {
-        Ok(Vec::new())
+    async fn closest_peers(&self, _key: &[u8]) -> Result<Lookup, NetworkError> {
+        Ok(Lookup { peers: Vec::new(), finished: true })
     }
 
     async fn request(&self, peer: &PeerKey, _request: Request) -> Result<Response, NetworkError> {

@@ -13,9 +13,27 @@ use sha2::{Digest, Sha256};
 
 use crate::Hash32;
 
-/// Most peers one Kademlia lookup returns: kad's bucket size k. A lookup that returns
-/// fewer found every reachable peer, so its answer holds for every key.
+/// Most peers one Kademlia lookup returns: kad's bucket size k. A lookup that ran to its
+/// end and returned fewer found every reachable peer, so its answer holds for every key.
 pub const LOOKUP_PEERS_MAX: usize = 20;
+
+/// What a DHT lookup found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// The peers that answered, closest first, the asking peer excluded.
+    pub peers: Vec<PeerKey>,
+    /// The lookup ran to its end. One that timed out found some of the closest peers,
+    /// maybe not all, and says nothing about the rest of the network.
+    pub finished: bool,
+}
+
+impl Lookup {
+    /// Whether the lookup found every reachable peer: it ran to its end and found fewer
+    /// than it could have returned.
+    pub fn found_everyone(&self) -> bool {
+        self.finished && self.peers.len() < LOOKUP_PEERS_MAX
+    }
+}
 
 /// A point in the key space: the SHA-256 image of some bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

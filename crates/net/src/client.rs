@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use libp2p::PeerId;
 use shoal_core::PeerKey;
+use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -58,7 +59,7 @@ pub enum NetError {
 }
 
 pub(crate) enum Command {
-    ClosestPeers { key: Vec<u8>, reply: oneshot::Sender<Vec<PeerKey>> },
+    ClosestPeers { key: Vec<u8>, reply: oneshot::Sender<Lookup> },
     Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, String>> },
     Status { reply: oneshot::Sender<NetStatus> },
 }
@@ -94,8 +95,9 @@ impl Client {
     }
 
     /// The peers a Kademlia lookup finds closest to `key` (up to kad's bucket size, 20),
-    /// closest first. Only peers that answered the lookup are listed; this peer is not.
-    pub async fn closest_peers(&self, key: &[u8]) -> Result<Vec<PeerKey>, NetError> {
+    /// closest first, and whether it ran to its end. Only peers that answered the lookup
+    /// are listed; this peer is not.
+    pub async fn closest_peers(&self, key: &[u8]) -> Result<Lookup, NetError> {
         let key = key.to_vec();
         self.call(|reply| Command::ClosestPeers { key, reply }).await
     }

@@ -14,6 +14,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ListenError, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, tcp, yamux};
 use shoal_core::PeerKey;
+use shoal_core::placement::Lookup;
 use shoal_core::settings::Announcement;
 use shoal_core::wire::{Request, Response};
 use tokio::sync::{mpsc, oneshot};
@@ -54,7 +55,7 @@ struct EventLoop {
     /// identifies itself, the requester's timeout ends them.
     awaiting_identify: HashMap<PeerId, Vec<(Request, ResponseChannel<Response>)>>,
     announcement: Announcement,
-    pending_lookups: HashMap<QueryId, oneshot::Sender<Vec<PeerKey>>>,
+    pending_lookups: HashMap<QueryId, oneshot::Sender<Lookup>>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
     /// Inbound requests the node is answering; their response channels wait here.
     pending_responses: FuturesUnordered<PendingResponse>,
@@ -245,10 +246,10 @@ impl EventLoop {
         if let kad::Event::OutboundQueryProgressed { id, result: QueryResult::GetClosestPeers(result), step, .. } =
             event
         {
-            // A lookup that timed out still found peers; use what it found.
-            let peers = match result {
-                Ok(ok) => ok.peers,
-                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+            // A lookup that timed out still found peers; use what it found, and say so.
+            let (peers, finished) = match result {
+                Ok(ok) => (ok.peers, true),
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, false),
             };
             if step.last
                 && let Some(reply) = self.pending_lookups.remove(&id)
@@ -262,7 +263,7 @@ impl EventLoop {
                     }
                     peer_key(&p.peer_id)
                 });
-                let _ = reply.send(peers.collect());
+                let _ = reply.send(Lookup { peers: peers.collect(), finished });
             }
         }
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, PeerKey};
 use shoal_node::{Network, NetworkError, NetworkStatus, Node, NodeConfig};
@@ -30,8 +31,8 @@ impl Network for Link {
         &self.me
     }
 
-    async fn closest_peers(&self, _key: &[u8]) -> Result<Vec<PeerKey>, NetworkError> {
-        Ok(vec![self.other.get().expect("linked").local_peer().clone()])
+    async fn closest_peers(&self, _key: &[u8]) -> Result<Lookup, NetworkError> {
+        Ok(Lookup { peers: vec![self.other.get().expect("linked").local_peer().clone()], finished: true })
     }
 
     async fn request(&self, _peer: &PeerKey, request: Request) -> Result<Response, NetworkError> {

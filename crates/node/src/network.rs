@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use shoal_core::PeerKey;
+use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 
 /// A failed network call, already described for a person.
@@ -24,7 +25,7 @@ pub trait Network: Clone + Send + Sync + 'static {
     fn local_peer(&self) -> &PeerKey;
 
     /// The peers a DHT lookup finds closest to `key`, this peer excluded.
-    fn closest_peers(&self, key: &[u8]) -> impl Future<Output = Result<Vec<PeerKey>, NetworkError>> + Send;
+    fn closest_peers(&self, key: &[u8]) -> impl Future<Output = Result<Lookup, NetworkError>> + Send;
 
     fn request(&self, peer: &PeerKey, request: Request) -> impl Future<Output = Result<Response, NetworkError>> + Send;
 

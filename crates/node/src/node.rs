@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::names::{HybridClock, Version};
-use shoal_core::placement::{LOOKUP_PEERS_MAX, closest};
+use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
@@ -186,18 +186,19 @@ impl<S: Store, N: Network> Node<S, N> {
     /// fails while one of them is down but not yet replaced. A peer the lookup alone found
     /// is taken as arriving now: nothing says it has what it should hold.
     ///
-    /// A lookup that returns fewer than kad's k peers has found every reachable peer, so
-    /// its answer is reused for every key for a moment (until a peer comes or goes), which
+    /// A lookup that ran to its end and returned fewer than kad's k peers has found every
+    /// reachable peer (one that timed out found only some), so its answer is reused for every key for a moment (until a peer comes or goes), which
     /// spares small networks one lookup per item.
     pub(crate) async fn placement(&self, key: &ItemKey) -> Result<Replicas, NodeError> {
         let found = match self.whole_network() {
             Some(peers) => peers,
             None => {
-                let found = self.inner.network.closest_peers(&key.id).await?;
-                if found.len() < LOOKUP_PEERS_MAX {
-                    *self.inner.whole_network.lock().expect("never poisoned") = Some((Instant::now(), found.clone()));
+                let lookup = self.inner.network.closest_peers(&key.id).await?;
+                if lookup.found_everyone() {
+                    *self.inner.whole_network.lock().expect("never poisoned") =
+                        Some((Instant::now(), lookup.peers.clone()));
                 }
-                found
+                lookup.peers
             }
         };
         Ok(self.layout().with_found(found, self.now_ms()).replicas(key))

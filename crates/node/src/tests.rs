@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use shoal_core::placement::closest;
+use shoal_core::placement::{Lookup, closest};
 use shoal_core::wire::{Request, Response};
 use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ItemKind, ObjectId, PeerKey};
 use shoal_store::{MemoryStore, Store};
@@ -36,6 +36,9 @@ struct World {
     faults: Mutex<HashMap<PeerKey, Fault>>,
     /// The kinds in each store request sent, in order.
     store_batches: Mutex<Vec<Vec<ItemKind>>>,
+    /// DHT lookups asked for, and whether they time out.
+    lookups: std::sync::atomic::AtomicUsize,
+    lookups_time_out: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -55,11 +58,13 @@ impl Network for FakeNetwork {
         &self.me
     }
 
-    async fn closest_peers(&self, key: &[u8]) -> Result<Vec<PeerKey>, NetworkError> {
+    async fn closest_peers(&self, key: &[u8]) -> Result<Lookup, NetworkError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.world.lookups.fetch_add(1, Relaxed);
         let nodes = self.world.nodes.lock().unwrap();
         let live: Vec<&PeerKey> =
             nodes.keys().filter(|p| **p != self.me && self.fault(p) != Some(Fault::Down)).collect();
-        Ok(closest(key, live, 20))
+        Ok(Lookup { peers: closest(key, live, 20), finished: !self.world.lookups_time_out.load(Relaxed) })
     }
 
     async fn request(&self, peer: &PeerKey, request: Request) -> Result<Response, NetworkError> {
@@ -218,6 +223,27 @@ async fn writes_go_to_the_r_closest_reachable_peers() {
     let live: Vec<PeerKey> = cluster.peers.iter().filter(|p| **p != cluster.peers[down]).cloned().collect();
     let expected: HashSet<_> = closest(&id.0, &live, 3).into_iter().collect();
     assert_eq!(cluster.holders(&ItemKey::manifest(id)), expected);
+}
+
+/// Issue 12: a lookup that found fewer than k peers stands for the whole network for a
+/// moment, but one that timed out found only some: taken for everyone, it placed every
+/// key among those few.
+#[tokio::test(start_paused = true)]
+async fn only_a_lookup_that_ran_to_its_end_stands_for_the_whole_network() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cluster = Cluster::new(4);
+    let node = cluster.node(0);
+    let keys = [ItemKey::chunk(shoal_core::ChunkId([1; 32])), ItemKey::chunk(shoal_core::ChunkId([2; 32]))];
+    cluster.world.lookups_time_out.store(true, Relaxed);
+    for key in &keys {
+        node.placement(key).await.unwrap();
+    }
+    assert_eq!(cluster.world.lookups.load(Relaxed), 2, "a timed-out lookup was reused");
+    cluster.world.lookups_time_out.store(false, Relaxed);
+    for key in &keys {
+        node.placement(key).await.unwrap();
+    }
+    assert_eq!(cluster.world.lookups.load(Relaxed), 3, "a finished lookup of a small network stands for it");
 }
 
 #[tokio::test]
