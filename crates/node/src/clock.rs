@@ -69,9 +69,9 @@ impl PeerClocks {
         self.0.lock().expect("never poisoned").insert(peer, clock);
     }
 
-    /// Forgets the peers not in `view`.
+    /// Forgets the peers not in `view` (sorted).
     pub fn retain(&self, view: &[PeerKey]) {
-        self.0.lock().expect("never poisoned").retain(|peer, _| view.contains(peer));
+        self.0.lock().expect("never poisoned").retain(|peer, _| view.binary_search(peer).is_ok());
     }
 
     pub fn snapshot(&self) -> Vec<(PeerKey, PeerClock)> {

@@ -162,13 +162,14 @@ impl<S: Store, N: Network> Node<S, N> {
             }
             return;
         }
-        let replicas = self.replicas(&references);
+        let layout = self.layout();
+        let replicas = layout.replicas(&references);
         if replicas.current().len() < self.inner.config.replication_factor {
             return debug!(?references, "collection waits for a full holder set");
         }
         // A holder that left may be the one that heard of a reference: its absence is no
         // evidence, so the item waits for it to return or to be forgotten for good.
-        if let Some(away) = self.departed_holder(&references) {
+        if let Some(away) = layout.departed_holder(&references) {
             return debug!(%away, ?references, "collection waits for a holder that left");
         }
         // Holders a recent arrival displaced too: their sets may not have moved yet. One

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::names::{HybridClock, Version};
-use shoal_core::placement::closest;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
@@ -169,16 +168,17 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Where items belong among every counted peer, this one included (see
-    /// [`crate::policy`]): a peer down for less than the grace period still counts.
+    /// [`crate::policy`]): a peer down for less than the grace period still counts. Peers
+    /// past it are forgotten here, so every answer uses the same peers as the next round.
     pub(crate) fn layout(&self) -> Layout {
         let move_window = u64::try_from(self.inner.config.move_window.as_millis()).unwrap_or(u64::MAX);
         let settled_ms = self.now_ms().saturating_sub(move_window);
-        Layout::new(self.counted(), self.inner.config.replication_factor, settled_ms)
-    }
-
-    /// The replicas of `key` in [`Node::layout`].
-    pub(crate) fn replicas(&self, key: &ItemKey) -> Replicas {
-        self.layout().replicas(key)
+        let mut membership = self.inner.membership.lock().expect("never poisoned");
+        membership.expire(Instant::now());
+        let (mut counted, departed) = (membership.counted(), membership.departed());
+        drop(membership);
+        counted.push((self.local_peer().clone(), self.inner.holding_since_ms));
+        Layout::new(counted, departed, self.inner.config.replication_factor, settled_ms)
     }
 
     /// [`Node::replicas`] among the counted peers and every peer a DHT lookup reaches, for
@@ -202,31 +202,6 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         };
         Ok(self.layout().with_found(found, self.now_ms()).replicas(key))
-    }
-
-    /// Peers that count as holders, this one included, each with its arrival. Peers past
-    /// their grace period are forgotten here, so every answer uses the same view as the
-    /// next round.
-    pub(crate) fn counted(&self) -> Vec<(PeerKey, u64)> {
-        let mut membership = self.inner.membership.lock().expect("never poisoned");
-        membership.expire(Instant::now());
-        let mut counted = membership.counted();
-        drop(membership);
-        counted.push((self.local_peer().clone(), self.inner.holding_since_ms));
-        counted
-    }
-
-    /// A peer that left (down past its grace period, still remembered) and would be among
-    /// the R closest to `key` were it back: it may hold references to `key` that no
-    /// counted peer has, so nothing may conclude `key` is unreferenced while it is away.
-    pub(crate) fn departed_holder(&self, key: &ItemKey) -> Option<PeerKey> {
-        let departed = self.inner.membership.lock().expect("never poisoned").departed();
-        if departed.is_empty() {
-            return None;
-        }
-        let mut peers = self.layout().peers().to_vec();
-        peers.extend(departed.iter().cloned());
-        closest(&key.id, &peers, self.inner.config.replication_factor).into_iter().find(|peer| departed.contains(peer))
     }
 
     /// The failure to report when `placement` found fewer than R peers.

@@ -29,17 +29,24 @@ pub(crate) struct Layout {
     /// Sorted by peer, each once.
     peers: Vec<(PeerKey, u64)>,
     view: Vec<PeerKey>,
+    /// Peers that left (down past their grace period) and are still remembered.
+    departed: Vec<PeerKey>,
     replication_factor: usize,
     /// Peers that arrived after this are recent.
     settled_ms: u64,
 }
 
 impl Layout {
-    pub fn new(mut peers: Vec<(PeerKey, u64)>, replication_factor: usize, settled_ms: u64) -> Self {
+    pub fn new(
+        mut peers: Vec<(PeerKey, u64)>,
+        departed: Vec<PeerKey>,
+        replication_factor: usize,
+        settled_ms: u64,
+    ) -> Self {
         peers.sort();
         peers.dedup_by(|a, b| a.0 == b.0);
         let view = peers.iter().map(|(peer, _)| peer.clone()).collect();
-        Self { peers, view, replication_factor, settled_ms }
+        Self { peers, view, departed, replication_factor, settled_ms }
     }
 
     /// This layout and `found`, peers a lookup alone reached, each taken as arriving at
@@ -51,7 +58,7 @@ impl Layout {
                 peers.push((peer, now_ms));
             }
         }
-        Self::new(peers, self.replication_factor, self.settled_ms)
+        Self::new(peers, self.departed, self.replication_factor, self.settled_ms)
     }
 
     /// The peers, sorted.
@@ -67,12 +74,28 @@ impl Layout {
     /// holder set serves the whole bucket, which spares rounds that visit every item a
     /// sort of the peers per item.
     pub fn holders(&self, key: &ItemKey) -> Vec<PeerKey> {
-        self.bucket_holders(Bucket::of(key)).unwrap_or_else(|| closest(&key.id, &self.view, self.replication_factor))
+        self.bucket_holders(Bucket::of(key)).unwrap_or_else(|| self.key_holders(key))
     }
 
     /// The R peers that hold every key of `bucket`, when the same R peers do.
     pub fn bucket_holders(&self, bucket: Bucket) -> Option<Vec<PeerKey>> {
         bucket_holders(bucket, &self.view, self.replication_factor)
+    }
+
+    /// [`Layout::holders`] for a key whose bucket has no single holder set.
+    pub fn key_holders(&self, key: &ItemKey) -> Vec<PeerKey> {
+        closest(&key.id, &self.view, self.replication_factor)
+    }
+
+    /// A peer that left and would be among the R closest to `key` were it back: it may
+    /// hold references to `key` that no counted peer has, so nothing may conclude `key`
+    /// is unreferenced while it is away.
+    pub fn departed_holder(&self, key: &ItemKey) -> Option<PeerKey> {
+        if self.departed.is_empty() {
+            return None;
+        }
+        let everyone: Vec<&PeerKey> = self.view.iter().chain(&self.departed).collect();
+        closest(&key.id, everyone, self.replication_factor).into_iter().find(|peer| self.departed.contains(peer))
     }
 }
 
@@ -166,7 +189,7 @@ mod tests {
         /// Repair's holders and the foreground's current replicas are one answer.
         #[test]
         fn holders_are_the_current_replicas(id: [u8; 32], arrivals in prop::collection::vec(0u64..8, 1..40)) {
-            let layout = Layout::new(with_arrivals(&peers(arrivals.len()), &arrivals), 3, 4);
+            let layout = Layout::new(with_arrivals(&peers(arrivals.len()), &arrivals), Vec::new(), 3, 4);
             let key = ItemKey { kind: shoal_core::ItemKind::Chunk, id };
             prop_assert_eq!(layout.holders(&key), layout.replicas(&key).current().to_vec());
         }

@@ -504,6 +504,30 @@ mod repair {
         cluster.assert_exact_placement(&keys);
     }
 
+    /// Issue 11, defect 9: a new holder whose disk is full refuses what handoff pushes
+    /// it, and the peers it displaced keep their copies: every round is checked never to
+    /// lower an item below R live copies. Once its disk has room, the move completes.
+    #[tokio::test(start_paused = true)]
+    async fn handoff_to_a_holder_whose_disk_is_full_keeps_every_copy() {
+        let (mut cluster, keys) = stocked_cluster(4).await;
+        let full = (0..3).map(|_| cluster.add_peer()).collect::<Vec<_>>();
+        for &index in &full {
+            cluster.node(index).inner.store.fail_writes_as_full(true);
+        }
+        cluster.connect_all();
+        cluster.repair_everywhere(&keys).await;
+        cluster.repair_everywhere(&keys).await;
+        for key in &keys {
+            assert_eq!(cluster.holders(key).len(), 3, "{key:?} lost a copy to a full holder");
+        }
+        for &index in &full {
+            cluster.node(index).inner.store.fail_writes_as_full(false);
+        }
+        cluster.repair_everywhere(&keys).await;
+        cluster.repair_everywhere(&keys).await;
+        cluster.assert_exact_placement(&keys);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_returning_peer_counts_again_and_extra_copies_are_handed_off() {
         let (cluster, keys) = stocked_cluster(6).await;
@@ -1034,6 +1058,42 @@ mod collection {
             .map(|i| cluster.node(i).inner.counters.collected_items.load(std::sync::atomic::Ordering::Relaxed))
             .sum();
         assert_eq!(collected, 6, "a's manifest and own chunk, on three peers each");
+    }
+
+    /// From the review of defect 9's fix: on a full disk the deaths a round finds cannot
+    /// be recorded. That deletes nothing they would have decided (an I/O error is no
+    /// evidence), and no longer stops the round from deleting what all holders had
+    /// already agreed on; before, the round returned, so a full peer never gave back
+    /// space.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_cannot_record_deaths_still_collects_only_what_was_agreed() {
+        let cluster = Cluster::new(3);
+        cluster.connect_all();
+        let node = cluster.node(0);
+        let mut manifests = Vec::new();
+        for (name, len) in [("agreed", 2 * CHUNK_SIZE), ("undecided", 2 * CHUNK_SIZE + 1), ("kept", 2 * CHUNK_SIZE + 2)]
+        {
+            let (receipt, _) = node.put_named(name, body(&object(len)), Consistency::All).await.unwrap();
+            manifests.push(ItemKey::manifest(receipt.id));
+        }
+        node.delete_name("agreed", Consistency::All).await.unwrap();
+        cluster.collection_rounds(1).await;
+        node.delete_name("undecided", Consistency::All).await.unwrap();
+        for index in 0..3 {
+            cluster.node(index).inner.store.fail_writes_as_full(true);
+        }
+        cluster.collection_rounds(rounds_per_grace() + 1).await;
+        let held = |key: &ItemKey| cluster.holders(key).len();
+        assert_eq!(held(&manifests[0]), 0, "what every holder had agreed on stayed");
+        assert_eq!(held(&manifests[1]), 3, "deaths that could not be recorded deleted something");
+        assert_eq!(held(&manifests[2]), 3);
+
+        for index in 0..3 {
+            cluster.node(index).inner.store.fail_writes_as_full(false);
+        }
+        cluster.collection_rounds(rounds_per_grace() + 2).await;
+        assert_eq!(held(&manifests[1]), 0, "space did not come back once the disk had room");
+        assert_eq!(held(&manifests[2]), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,6 +27,7 @@ struct Inner {
     items: BTreeMap<ItemKey, Bytes>,
     stats: StoreStats,
     reads_fail: bool,
+    disk_full: bool,
 }
 
 impl MemoryStore {
@@ -50,6 +51,12 @@ impl MemoryStore {
         self.inner().reads_fail = fail;
     }
 
+    /// Fault injection for the layers above: while set, every put fails as on a full
+    /// disk, and deletes go on.
+    pub fn fail_writes_as_full(&self, full: bool) {
+        self.inner().disk_full = full;
+    }
+
     /// Stores `value` under `key` unverified and uncounted, as a corrupted disk would.
     #[cfg(test)]
     pub(crate) fn write_raw(&self, key: &ItemKey, value: &[u8]) {
@@ -69,6 +76,9 @@ impl Store for MemoryStore {
             verify_item(key, value).map_err(|source| StoreError::Invalid { key: *key, source })?;
         }
         let mut inner = self.inner();
+        if inner.disk_full {
+            return Err(StoreError::Full { op: "write", detail: "injected: no space left".into() });
+        }
         let mut kept = Vec::new();
         // Decide every item before changing any, so a refused merge leaves the batch unwritten.
         let mut writes = Vec::new();
@@ -147,9 +157,9 @@ impl Store for MemoryStore {
         self.inner().stats
     }
 
-    /// Memory is not a disk that fills.
+    /// Memory is not a disk that fills, but for [`MemoryStore::fail_writes_as_full`].
     fn space(&self) -> Space {
-        Space { free_bytes: u64::MAX, full: false }
+        Space { free_bytes: u64::MAX, full: self.inner().disk_full }
     }
 
     fn created_ms(&self) -> u64 {

@@ -26,7 +26,7 @@ impl<S: Store, N: Network> Node<S, N> {
             None => {
                 let mut fingerprint = Fingerprint::default();
                 for (key, tag) in index.bucket(bucket) {
-                    let holders = layout.holders(key);
+                    let holders = layout.key_holders(key);
                     if holders.contains(me) && holders.contains(peer) {
                         fingerprint.toggle(&Fingerprint::of(key, tag));
                     }

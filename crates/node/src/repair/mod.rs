@@ -152,7 +152,11 @@ impl<S: Store, N: Network> Node<S, N> {
         self.inner.peer_clocks.retain(view);
         let mut found_missing = 0;
         for peer in view.iter().filter(|peer| *peer != self.local_peer()) {
-            self.measure_clock(peer).await;
+            // A peer that does not answer a ping would not answer the comparison either:
+            // one timeout per round is enough.
+            if !self.measure_clock(peer).await {
+                continue;
+            }
             match self.sync_with(&layout, peer).await {
                 Ok(missing) => found_missing += missing,
                 Err(reason) => debug!(%peer, "anti-entropy failed: {reason}"),
@@ -163,8 +167,8 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Reads `peer`'s clock with a ping, and warns when it is further off than a peer
-    /// may be.
-    async fn measure_clock(&self, peer: &PeerKey) {
+    /// may be. Returns whether it answered.
+    async fn measure_clock(&self, peer: &PeerKey) -> bool {
         let (sent_ms, sent) = (self.now_ms(), Instant::now());
         let answer = self.call(peer, Request::Ping, |answer| match answer {
             Response::Pong { wall_ms } => Ok(wall_ms),
@@ -178,8 +182,12 @@ impl<S: Store, N: Network> Node<S, N> {
                     warn!(%peer, offset_ms = clock.offset_ms, "a peer's clock is off ours by more than {CLOCK_OFFSET_LIMIT_MS} ms");
                 }
                 self.inner.peer_clocks.record(peer.clone(), clock);
+                true
             }
-            Err(reason) => debug!(%peer, "no clock reading: {reason}"),
+            Err(reason) => {
+                debug!(%peer, "no answer to a ping: {reason}");
+                false
+            }
         }
     }
 
