@@ -62,6 +62,7 @@ pub struct Config {
     pub replication_factor: usize,
     pub chunks_in_flight: usize,
     pub request_timeout_secs: u64,
+    pub read_hedge_after_ms: u64,
     pub max_inbound_connections: u32,
     pub failure_grace_ms: u64,
     pub move_window_secs: u64,
@@ -95,6 +96,7 @@ impl Default for Config {
             replication_factor: node.replication_factor,
             chunks_in_flight: node.chunks_in_flight,
             request_timeout_secs: 30,
+            read_hedge_after_ms: ms(node.read_hedge_after),
             max_inbound_connections: shoal_net::MAX_INBOUND_CONNECTIONS,
             failure_grace_ms: ms(node.failure_grace),
             move_window_secs: node.move_window.as_secs(),
@@ -180,6 +182,7 @@ impl Config {
         shoal_node::NodeConfig {
             replication_factor: self.replication_factor,
             chunks_in_flight: self.chunks_in_flight,
+            read_hedge_after: Duration::from_millis(self.read_hedge_after_ms),
             failure_grace: Duration::from_millis(self.failure_grace_ms),
             move_window: Duration::from_secs(self.move_window_secs),
             anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms),

@@ -35,6 +35,7 @@ use shoal_core::{Consistency, Hash32, ItemKey, ItemKind, codec};
 use shoal_store::Store;
 use tracing::{debug, info, warn};
 
+use crate::rpc::Strategy;
 use crate::{Network, Node};
 
 /// Name records looked up at once while looking for evidence.
@@ -126,9 +127,17 @@ impl<S: Store, N: Network> Node<S, N> {
         stream::iter(names)
             .map(|name| async move {
                 let key = ItemKey { kind: ItemKind::Name, id: name };
+                let node = self.clone();
+                let answers = self
+                    .calls(layout.holders(&key), Strategy::All { finish: false }, move |holder| {
+                        let node = node.clone();
+                        async move { node.fetch_record(&holder, key).await }
+                    })
+                    .every_answer()
+                    .await;
                 let mut versions = Vec::new();
-                for holder in layout.holders(&key) {
-                    match self.fetch_record(&holder, key).await {
+                for (holder, answer) in answers {
+                    match answer {
                         Ok(Some(record)) => versions.push(record.version),
                         Ok(None) => {}
                         Err(reason) => debug!(%holder, item = ?key, "no evidence from a name holder: {reason}"),
@@ -175,16 +184,26 @@ impl<S: Store, N: Network> Node<S, N> {
         // Holders a recent arrival displaced too: their sets may not have moved yet. One
         // of them without a set has nothing to hand over (it never had one, or handed it
         // to the current holders); a current holder without one has yet to receive it.
-        for holder in replicas.everyone().iter().filter(|holder| *holder != self.local_peer()) {
-            let current = replicas.current().contains(holder);
-            match self.fetch_remote(holder, references).await {
+        let mut others = replicas.everyone();
+        others.retain(|holder| holder != self.local_peer());
+        let node = self.clone();
+        let answers = self
+            .calls(others, Strategy::All { finish: false }, move |holder| {
+                let node = node.clone();
+                async move { node.fetch_from(&holder, references).await }
+            })
+            .every_answer()
+            .await;
+        for (holder, answer) in answers {
+            let current = replicas.current().contains(&holder);
+            match answer {
                 Ok(Some(value)) => match shoal_core::verify_item(&references, &value) {
                     Ok(()) => set.merge(&codec::decode(&value).expect("verified above")),
                     Err(error) => return debug!(%holder, ?references, "collection waits: a bad set: {error}"),
                 },
                 Ok(None) if !current => {}
                 Ok(None) => return debug!(%holder, ?references, "collection waits for a holder's references"),
-                Err(reason) => return debug!(%holder, ?references, "collection waits for a holder: {reason}"),
+                Err(error) => return debug!(%holder, ?references, "collection waits for a holder: {error}"),
             }
         }
         // A reference this peer had not heard of is learnt first, and decided on in a later

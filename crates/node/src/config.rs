@@ -13,6 +13,9 @@ pub struct NodeConfig {
     /// Chunks in flight per put or get: memory per transfer is about this many MiB times
     /// (1 + R) on a put.
     pub chunks_in_flight: usize,
+    /// The least a read waits for a holder before it asks the next one too; a holder
+    /// whose answers usually take longer is given three times its usual.
+    pub read_hedge_after: Duration,
     /// How long a peer whose connections closed still counts as a holder.
     pub failure_grace: Duration,
     /// How long after a peer arrives the holders it displaced are still asked: longer
@@ -84,6 +87,7 @@ impl Default for NodeConfig {
         Self {
             replication_factor: 3,
             chunks_in_flight: 8,
+            read_hedge_after: Duration::from_millis(200),
             failure_grace: Duration::from_secs(30),
             move_window: Duration::from_secs(3600),
             anti_entropy_interval: Duration::from_secs(30),

@@ -24,6 +24,7 @@ mod policy;
 mod read;
 mod repair;
 mod replicate;
+mod rpc;
 mod serve;
 mod tasks;
 mod write;

@@ -10,14 +10,14 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
 use shoal_core::names::NameRecord;
-use shoal_core::wire::{LIST_PAGE_MAX, Request, Response};
+use shoal_core::wire::LIST_PAGE_MAX;
 use shoal_core::{ItemKey, codec};
 use shoal_store::{Store, StoreError};
 use tracing::warn;
 
 use crate::names::NameInfo;
+use crate::rpc::Strategy;
 use crate::{Network, Node, NodeError};
 
 /// One page of a listing.
@@ -46,15 +46,14 @@ impl<S: Store, N: Network> Node<S, N> {
     /// with the size of the network and of the page, not of the whole listing.
     pub async fn list_names(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<NamePage, NodeError> {
         let limit = limit.clamp(1, LIST_PAGE_MAX);
-        let answers = join_all(self.layout().peers().iter().cloned().map(|peer| async move {
-            let page = if &peer == self.local_peer() {
-                self.local_names(prefix, after, limit).await
-            } else {
-                self.remote_names(&peer, prefix, after, limit).await
-            };
-            (peer, page)
-        }))
-        .await;
+        let (node, asked_prefix, asked_after) = (self.clone(), prefix.to_owned(), after.map(str::to_owned));
+        let answers = self
+            .calls(self.layout().peers().to_vec(), Strategy::All { finish: false }, move |peer| {
+                let (node, prefix, after) = (node.clone(), asked_prefix.clone(), asked_after.clone());
+                async move { node.names_of(&peer, &prefix, after.as_deref(), limit).await }
+            })
+            .every_answer()
+            .await;
 
         let mut winners: BTreeMap<String, NameRecord> = BTreeMap::new();
         // Every name up to this one is decided; past it, a peer may hold more.
@@ -63,8 +62,8 @@ impl<S: Store, N: Network> Node<S, N> {
         for (peer, answer) in answers {
             let (records, more) = match answer {
                 Ok(page) => page,
-                Err(reason) => {
-                    unanswered.push((peer.to_string(), reason));
+                Err(error) => {
+                    unanswered.push((peer.to_string(), error.to_string()));
                     continue;
                 }
             };
@@ -105,22 +104,6 @@ impl<S: Store, N: Network> Node<S, N> {
             warn!("listing without {} peers: {}", unanswered.len(), crate::error::describe_failures(&unanswered));
         }
         Ok(NamePage { names, next, unanswered })
-    }
-
-    async fn remote_names(
-        &self,
-        peer: &shoal_core::PeerKey,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<PeerPage, String> {
-        let request =
-            Request::ListNames { prefix: prefix.to_owned(), after: after.map(str::to_owned), limit: limit as u32 };
-        self.call(peer, request, |answer| match answer {
-            Response::Names { records, more } if records.len() <= limit => Ok((records, more)),
-            other => Err(other),
-        })
-        .await
     }
 
     /// This peer's page: the first `limit` name records it holds under `prefix` after

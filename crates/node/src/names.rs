@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::Stream;
-use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord, check_clock_offset, name_key, validate_name};
 use shoal_core::{Consistency, ItemKey, ObjectId, PeerKey, codec};
@@ -22,6 +21,7 @@ use shoal_store::Store;
 use tracing::debug;
 
 use crate::error::describe_failures;
+use crate::rpc::Strategy;
 use crate::write::{PutReceipt, UnboundObject};
 use crate::{Network, Node, NodeError};
 
@@ -114,9 +114,11 @@ impl<S: Store, N: Network> Node<S, N> {
     ) -> Result<Option<NameRecord>, NodeError> {
         let key = name_key(name);
         let replicas = self.placement(&key).await?;
-        let holders = replicas.everyone();
-        let mut answers: FuturesUnordered<_> =
-            holders.iter().map(|peer| async move { (peer, self.fetch_record(peer, key).await) }).collect();
+        let node = self.clone();
+        let mut answers = self.calls(replicas.everyone(), Strategy::All { finish: false }, move |peer| {
+            let node = node.clone();
+            async move { node.fetch_record(&peer, key).await }
+        });
         let mut failures: Vec<_> = self.placement_shortfall(replicas.current()).into_iter().collect();
         let mut answered: Vec<(PeerKey, Option<NameRecord>)> = Vec::new();
         let met = |answered: &[(PeerKey, Option<NameRecord>)]| {
@@ -126,7 +128,7 @@ impl<S: Store, N: Network> Node<S, N> {
             && let Some((peer, answer)) = answers.next().await
         {
             match answer {
-                Ok(record) => answered.push((peer.clone(), record)),
+                Ok(record) => answered.push((peer, record)),
                 Err(reason) => failures.push((peer.to_string(), reason)),
             }
         }
@@ -163,8 +165,8 @@ impl<S: Store, N: Network> Node<S, N> {
             };
             let (node, peer, value, key) = (self.clone(), peer.clone(), value.clone(), winner.key());
             self.inner.tasks.spawn(async move {
-                if let Err(reason) = node.store_on(&peer, vec![(key, value)]).await {
-                    debug!(%peer, "read repair failed: {reason}");
+                if let Err(error) = node.store_on(&peer, vec![(key, value)]).await {
+                    debug!(%peer, "read repair failed: {error}");
                 }
                 drop(slot);
             });
@@ -173,9 +175,9 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// `key`'s record from `peer` (this peer's store included), verified.
     pub(crate) async fn fetch_record(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<NameRecord>, String> {
-        let value =
-            if peer == self.local_peer() { self.fetch_local(key).await? } else { self.fetch_remote(peer, key).await? };
-        let Some(value) = value else { return Ok(None) };
+        let Some(value) = self.fetch_from(peer, key).await.map_err(|error| error.to_string())? else {
+            return Ok(None);
+        };
         shoal_core::verify_item(&key, &value).map_err(|e| format!("sent a bad record: {e}"))?;
         let record: NameRecord = codec::decode(&value).expect("verified above");
         check_clock_offset(record.version, self.now_ms()).map_err(|e| format!("sent a record from far ahead: {e}"))?;

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::names::{HybridClock, Version};
-use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -18,6 +17,7 @@ use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
 use crate::policy::{Layout, Replicas};
 use crate::repair::{RateLimit, RepairCounters, RepairStatus};
+use crate::rpc::Latencies;
 use crate::serve::ANSWERS_IN_FLIGHT;
 use crate::tasks::Tasks;
 use crate::{Network, NodeConfig, NodeError};
@@ -91,6 +91,8 @@ pub(crate) struct Inner<S, N> {
     pub tasks: Tasks,
     /// Requests from other peers being answered ([`crate::serve`]).
     pub answer_slots: Arc<Semaphore>,
+    /// How fast each peer answers ([`crate::rpc`]).
+    pub latencies: Arc<Latencies>,
     /// The last lookup that found every reachable peer, and when.
     pub whole_network: Mutex<Option<(Instant, Vec<PeerKey>)>>,
 }
@@ -130,6 +132,7 @@ impl<S: Store, N: Network> Node<S, N> {
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             peer_clocks: PeerClocks::default(),
+            latencies: Arc::default(),
             whole_network: Mutex::new(None),
             tasks: Tasks::default(),
             answer_slots: Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT)),
@@ -220,22 +223,6 @@ impl<S: Store, N: Network> Node<S, N> {
     /// Forgets the cached whole network: a peer came or went.
     pub(crate) fn forget_whole_network(&self) {
         *self.inner.whole_network.lock().expect("never poisoned") = None;
-    }
-
-    /// Sends `request` to `peer` and returns what `expected` takes from the answer: a
-    /// `Failed` answer, any other answer (which `expected` hands back) and a network error
-    /// become the reason it failed.
-    pub(crate) async fn call<T>(
-        &self,
-        peer: &PeerKey,
-        request: Request,
-        expected: impl FnOnce(Response) -> Result<T, Response>,
-    ) -> Result<T, String> {
-        match self.inner.network.request(peer, request).await {
-            Ok(Response::Failed(reason)) => Err(reason),
-            Ok(response) => expected(response).map_err(|other| format!("unexpected answer {other:?}")),
-            Err(error) => Err(error.to_string()),
-        }
     }
 
     /// Starts the background work (repair rounds, scrub, collection) that runs until

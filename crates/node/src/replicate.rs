@@ -3,17 +3,19 @@
 //! references a put sends to its chunks' holders, grouped by holder.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::join_all;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use shoal_core::names::{NameRecord, merge};
 use shoal_core::references::References;
-use shoal_core::wire::{Request, Response};
 use shoal_core::{ChunkId, Consistency, Hash32, ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::Store;
-use tokio::sync::mpsc;
 
 use crate::error::describe_failures;
+use crate::rpc::Strategy;
 use crate::serve::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node, NodeError};
 
@@ -54,40 +56,40 @@ impl<S: Store, N: Network> Node<S, N> {
                 by_holder.entry(holder).or_default().push(chunk.0);
             }
         }
-        let requests: Vec<(PeerKey, Vec<Hash32>)> = by_holder
-            .into_iter()
-            .flat_map(|(holder, ids)| {
-                ids.chunks(MAX_KEYS_PER_REQUEST).map(|ids| (holder.clone(), ids.to_vec())).collect::<Vec<_>>()
-            })
-            .collect();
-        let (answer_tx, mut answers) = mpsc::channel(requests.len().max(1));
-        for (holder, ids) in requests {
-            let (node, answer_tx) = (self.clone(), answer_tx.clone());
-            let sets = ids.iter().map(|id| (*id, set.clone())).collect();
-            self.inner.tasks.spawn(async move {
-                let answer = node.refer_on(&holder, sets).await;
-                let _ = answer_tx.send((holder, ids, answer)).await;
-            });
-        }
-        drop(answer_tx);
+        let holders: Vec<PeerKey> = by_holder.keys().cloned().collect();
+        let (node, set) = (self.clone(), set.clone());
+        let mut answers = self.calls(holders, Strategy::All { finish: true }, move |holder| {
+            let (node, set, ids) = (node.clone(), set.clone(), by_holder[&holder].clone());
+            async move {
+                // One request for each batch of the holder's chunks.
+                let batches = ids.chunks(MAX_KEYS_PER_REQUEST).map(|ids| {
+                    let sets = ids.iter().map(|id| (*id, set.clone())).collect();
+                    let (node, holder) = (&node, &holder);
+                    async move { (ids.to_vec(), node.refer_on(holder, sets).await) }
+                });
+                Ok::<_, Infallible>(join_all(batches).await)
+            }
+        });
         let mut acks: HashMap<Hash32, usize> = HashMap::new();
         let mut short = chunks.len();
         let mut failures = Vec::new();
         while short > 0
-            && let Some((holder, ids, answer)) = answers.recv().await
+            && let Some((holder, Ok(batches))) = answers.next().await
         {
-            match answer {
-                Ok(without_chunk) => {
-                    if !without_chunk.is_empty() {
-                        failures.push((holder.to_string(), format!("lacks {} of the chunks", without_chunk.len())));
+            for (ids, answer) in batches {
+                match answer {
+                    Ok(without_chunk) => {
+                        if !without_chunk.is_empty() {
+                            failures.push((holder.to_string(), format!("lacks {} of the chunks", without_chunk.len())));
+                        }
+                        for id in ids.iter().filter(|id| !without_chunk.contains(id)) {
+                            let got = acks.entry(*id).or_default();
+                            *got += 1;
+                            short -= usize::from(*got == required);
+                        }
                     }
-                    for id in ids.iter().filter(|id| !without_chunk.contains(id)) {
-                        let got = acks.entry(*id).or_default();
-                        *got += 1;
-                        short -= usize::from(*got == required);
-                    }
+                    Err(error) => failures.push((holder.to_string(), error.to_string())),
                 }
-                Err(reason) => failures.push((holder.to_string(), reason)),
             }
         }
         let fewest = chunks.iter().map(|chunk| acks.get(&chunk.0).copied().unwrap_or(0)).min();
@@ -100,18 +102,6 @@ impl<S: Store, N: Network> Node<S, N> {
             }),
             None => Ok(fewest.unwrap_or(usize::MAX)),
         }
-    }
-
-    /// Sends `sets` to `peer`; returns the ids whose chunk it does not hold.
-    async fn refer_on(&self, peer: &PeerKey, sets: Vec<(Hash32, References)>) -> Result<Vec<Hash32>, String> {
-        if peer == self.local_peer() {
-            return self.refer_local(sets).await.map_err(|e| e.to_string());
-        }
-        self.call(peer, Request::Refer { sets }, |answer| match answer {
-            Response::Referred { without_chunk } => Ok(without_chunk),
-            other => Err(other),
-        })
-        .await
     }
 
     /// Writes items that share one id (hence their R closest peers) to those peers, one
@@ -138,22 +128,24 @@ impl<S: Store, N: Network> Node<S, N> {
         let targets = self.placement(&key).await?.current().to_vec();
         let mut failures: Vec<_> = self.placement_shortfall(&targets).into_iter().collect();
 
-        let (done_tx, mut done) = mpsc::channel(targets.len().max(1));
-        for peer in targets {
-            let slot = self.inner.write_slots.clone().acquire_owned().await.expect("never closed");
-            let (node, items, done_tx) = (self.clone(), items.clone(), done_tx.clone());
-            self.inner.tasks.spawn(async move {
-                let result = node.store_on(&peer, items).await;
+        // Taken before anything is sent, so a put waits for slow replicas to catch up
+        // instead of piling chunks up for them; all at once, so no put holds some slots
+        // while it waits for the rest.
+        let mut slots =
+            Arc::clone(&self.inner.write_slots).acquire_many_owned(targets.len() as u32).await.expect("never closed");
+        let node = self.clone();
+        let mut done = self.calls(targets, Strategy::All { finish: true }, move |peer| {
+            let (node, items, slot) = (node.clone(), items.clone(), slots.split(1).expect("a slot per target"));
+            async move {
+                let stored = node.store_on(&peer, items).await;
                 drop(slot);
-                let _ = done_tx.send((peer, result)).await;
-            });
-        }
-        drop(done_tx);
-
+                stored
+            }
+        });
         let mut acks = 0;
         let mut newest: Option<NameRecord> = None;
         while acks < required {
-            let Some((peer, result)) = done.recv().await else { break };
+            let Some((peer, result)) = done.next().await else { break };
             match (result, &sent_name) {
                 (Ok(None), _) => acks += 1,
                 // Even when it binds the same object: this write's references name its own
@@ -163,7 +155,7 @@ impl<S: Store, N: Network> Node<S, N> {
                     newest = Some(newest.map_or(kept.clone(), |known| merge(known, kept)));
                 }
                 (Ok(Some(_)), _) => failures.push((peer.to_string(), "answered with another name's record".into())),
-                (Err(reason), _) => failures.push((peer.to_string(), reason)),
+                (Err(error), _) => failures.push((peer.to_string(), error.to_string())),
             }
         }
         if newest.is_some() {
@@ -178,21 +170,5 @@ impl<S: Store, N: Network> Node<S, N> {
             });
         }
         Ok(Replicated { acks, newer: None })
-    }
-
-    /// Stores `items` on `peer`; returns the newer record of their name that it kept, if any.
-    pub(crate) async fn store_on(
-        &self,
-        peer: &PeerKey,
-        items: Vec<(ItemKey, Bytes)>,
-    ) -> Result<Option<NameRecord>, String> {
-        if peer == self.local_peer() {
-            return self.store_local(items).await.map_err(|e| e.to_string());
-        }
-        self.call(peer, Request::Store { items }, |answer| match answer {
-            Response::Stored { newer } => Ok(newer),
-            other => Err(other),
-        })
-        .await
     }
 }

@@ -6,7 +6,8 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[derive(Debug, Default)]
+/// Cheap to clone: every clone starts and stops the same tasks.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Tasks {
     running: TaskTracker,
     stopping: CancellationToken,

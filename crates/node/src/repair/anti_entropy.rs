@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
-use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, PeerKey};
 use shoal_store::Store;
 
 use super::transfer::Transfer;
 use crate::index::KeyIndex;
 use crate::policy::Layout;
+use crate::rpc::CallError;
 use crate::serve::{MAX_BUCKETS_PER_KEYS_REQUEST, MAX_NODES_PER_REQUEST};
 use crate::{Network, Node};
 
@@ -62,20 +62,14 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Compares trees with `peer` and moves what differs; returns how many items one side
     /// lacked.
-    pub(super) async fn sync_with(&self, layout: &Layout, peer: &PeerKey) -> Result<usize, String> {
+    pub(super) async fn sync_with(&self, layout: &Layout, peer: &PeerKey) -> Result<usize, CallError> {
         self.inner.counters.anti_entropy_exchanges.fetch_add(1, Ordering::Relaxed);
         let mut frontier = vec![TreeNode::ROOT];
         let mut differing_buckets = Vec::new();
         while !frontier.is_empty() {
             let mut next = Vec::new();
             for nodes in frontier.chunks(MAX_NODES_PER_REQUEST) {
-                let Response::Digests(theirs) = self.ask(peer, Request::Digests { nodes: nodes.to_vec() }).await?
-                else {
-                    return Err("unexpected answer to Digests".into());
-                };
-                if theirs.len() != nodes.len() {
-                    return Err(format!("{} digests for {} nodes", theirs.len(), nodes.len()));
-                }
+                let theirs = self.digests_of(peer, nodes).await?;
                 let ours = self.digests(layout, peer, nodes);
                 for ((node, ours), theirs) in nodes.iter().zip(ours).zip(theirs) {
                     if ours == theirs {
@@ -108,10 +102,8 @@ impl<S: Store, N: Network> Node<S, N> {
         layout: &Layout,
         peer: &PeerKey,
         buckets: &[Bucket],
-    ) -> Result<(Vec<Transfer>, usize), String> {
-        let Response::Keys(theirs) = self.ask(peer, Request::BucketKeys { buckets: buckets.to_vec() }).await? else {
-            return Err("unexpected answer to BucketKeys".into());
-        };
+    ) -> Result<(Vec<Transfer>, usize), CallError> {
+        let theirs = self.keys_of(peer, buckets).await?;
         let theirs: HashMap<ItemKey, ContentTag> = theirs.into_iter().collect();
         let ours: HashMap<ItemKey, ContentTag> = self.bucket_keys(buckets).into_iter().collect();
         let me = self.local_peer();

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use shoal_core::digest::ContentTag;
-use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::Store;
 use tracing::warn;
@@ -79,10 +78,7 @@ impl<S: Store, N: Network> Node<S, N> {
             let immutable: Vec<ItemKey> =
                 immutable.into_iter().filter(|key| !unreferenced_there.contains(&key.id)).collect();
             for keys in immutable.chunks(MAX_KEYS_PER_HAVE) {
-                let held = match self.ask(&holder, Request::Have { keys: keys.to_vec() }).await {
-                    Ok(Response::Have(held)) if held.len() == keys.len() => held,
-                    Ok(_) | Err(_) => continue,
-                };
+                let Ok(held) = self.held_by(&holder, keys).await else { continue };
                 let mut pushes = Vec::new();
                 for (key, held) in keys.iter().zip(held) {
                     if held {

@@ -28,8 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use shoal_core::PeerKey;
-use shoal_core::codec;
-use shoal_core::wire::{Request, Response};
 use shoal_store::Store;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -150,6 +148,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let view = layout.peers();
         self.inner.counters.rounds.fetch_add(1, Ordering::Relaxed);
         self.inner.peer_clocks.retain(view);
+        self.inner.latencies.retain(view);
         let mut found_missing = 0;
         for peer in view.iter().filter(|peer| *peer != self.local_peer()) {
             // A peer that does not answer a ping would not answer the comparison either:
@@ -170,11 +169,7 @@ impl<S: Store, N: Network> Node<S, N> {
     /// may be. Returns whether it answered.
     async fn measure_clock(&self, peer: &PeerKey) -> bool {
         let (sent_ms, sent) = (self.now_ms(), Instant::now());
-        let answer = self.call(peer, Request::Ping, |answer| match answer {
-            Response::Pong { wall_ms } => Ok(wall_ms),
-            other => Err(other),
-        });
-        match answer.await {
+        match self.ping(peer).await {
             Ok(theirs_ms) => {
                 let round_trip_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let clock = PeerClock::measured(sent_ms, round_trip_ms, theirs_ms);
@@ -184,21 +179,10 @@ impl<S: Store, N: Network> Node<S, N> {
                 self.inner.peer_clocks.record(peer.clone(), clock);
                 true
             }
-            Err(reason) => {
-                debug!(%peer, "no answer to a ping: {reason}");
+            Err(error) => {
+                debug!(%peer, "no answer to a ping: {error}");
                 false
             }
-        }
-    }
-
-    pub(super) async fn ask(&self, peer: &PeerKey, request: Request) -> Result<Response, String> {
-        let sent = codec::encode(&request).len();
-        let response = self.inner.network.request(peer, request).await.map_err(|e| e.to_string())?;
-        let bytes = sent + codec::encode(&response).len();
-        self.inner.counters.anti_entropy_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        match response {
-            Response::Failed(reason) => Err(reason),
-            response => Ok(response),
         }
     }
 }

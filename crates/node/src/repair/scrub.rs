@@ -108,7 +108,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let layout = self.layout();
         let me = self.local_peer();
         for peer in layout.holders(&key).iter().chain(layout.peers()).filter(|p| *p != me) {
-            if let Ok(value) = self.fetch_from(peer, key).await
+            if let Ok(Some(value)) = self.fetch_from(peer, key).await
                 && self.store_local(vec![(key, value)]).await.is_ok()
             {
                 self.inner.counters.corrupt_repaired.fetch_add(1, Ordering::Relaxed);

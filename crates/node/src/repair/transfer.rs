@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use shoal_core::{ItemKey, PeerKey};
 use shoal_store::Store;
@@ -76,11 +75,11 @@ impl<S: Store, N: Network> Node<S, N> {
                 let value = self.fetch_local(*key).await?.ok_or("no longer held here")?;
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
-                self.store_on(to, vec![(*key, value)]).await?;
+                self.store_on(to, vec![(*key, value)]).await.map_err(|e| e.to_string())?;
                 len
             }
             Transfer::Fetch { key, from } => {
-                let value = self.fetch_from(from, *key).await?;
+                let value = self.fetch_from(from, *key).await.map_err(|e| e.to_string())?.ok_or("not held there")?;
                 self.inner.repair_rate.acquire(value.len()).await;
                 let len = value.len();
                 self.store_local(vec![(*key, value)]).await.map_err(|e| e.to_string())?;
@@ -90,9 +89,5 @@ impl<S: Store, N: Network> Node<S, N> {
         self.inner.counters.items_moved.fetch_add(1, Ordering::Relaxed);
         self.inner.counters.bytes_moved.fetch_add(moved as u64, Ordering::Relaxed);
         Ok(())
-    }
-
-    pub(super) async fn fetch_from(&self, peer: &PeerKey, key: ItemKey) -> Result<Bytes, String> {
-        self.fetch_remote(peer, key).await?.ok_or_else(|| "not held there".to_owned())
     }
 }
