@@ -309,13 +309,13 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&status)?);
         return Ok(());
     }
-    println!("peer id            {}", status.peer_id);
-    for addr in &status.listen_addrs {
+    println!("peer id            {}", status.network.peer_id);
+    for addr in &status.network.listen_addrs {
         println!("listening on       {addr}");
     }
     println!("replication factor {}", status.replication_factor);
-    println!("routing table      {} peers", status.routing_table_peers);
-    println!("connected          {} peers", status.peers_connected);
+    println!("routing table      {} peers", status.network.routing_table_peers);
+    println!("connected          {} peers", status.network.peers_connected);
     println!("stored             {} items, {} bytes", status.items_stored, status.bytes_stored);
     let full = if status.disk_full { " (full: writes refused)" } else { "" };
     println!("disk               {} bytes free{full}", status.disk_free_bytes);
@@ -329,7 +329,10 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     }
     let repair = &status.repair;
     println!("counted as holders {} peers (this one included)", repair.peers_counted);
-    println!("repair             {} under-replicated, {} queued", repair.under_replicated, repair.backlog);
+    println!(
+        "repair             {} under-replicated, {} queued, {} not yet handed off",
+        repair.under_replicated, repair.backlog, repair.handoff_pending
+    );
     println!(
         "repaired           {} items, {} bytes, {} handed off",
         repair.items_moved, repair.bytes_moved, repair.handoffs
@@ -342,5 +345,13 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
         "scrub              {} checked, {} corrupt, {} repaired",
         repair.scrubbed, repair.corrupt_found, repair.corrupt_repaired
     );
+    for worker in &status.workers {
+        let state = serde_json::to_value(worker.state)?;
+        let errors = match &worker.last_error {
+            Some(last) => format!(", {} errors (last: {last})", worker.errors),
+            None => String::new(),
+        };
+        println!("worker {:<11} {}: {}{errors}", worker.name, state.as_str().unwrap_or("?"), worker.progress);
+    }
     Ok(())
 }

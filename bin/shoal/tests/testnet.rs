@@ -49,6 +49,13 @@ fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(clocks.iter().all(|clock| clock["offset_ms"].as_i64().unwrap().abs() < 1000), "{clocks:?}");
+    // Every background worker reports what it is doing.
+    let workers = status["workers"].as_array().unwrap();
+    let names: Vec<&str> = workers.iter().map(|worker| worker["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["anti-entropy", "handoff", "scrub", "collection"], "{status}");
+    assert!(workers.iter().all(|worker| worker["state"].is_string() && worker["errors"].is_u64()), "{status}");
+    let text = stdout(&testnet.shoal(1, &["status"]));
+    assert!(text.lines().filter(|line| line.starts_with("worker ")).count() == 4, "{text}");
     let metrics = http(&testnet.api(1), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
     for name in [
         "shoal_http_requests_total",
@@ -57,6 +64,8 @@ fn five_peers_put_on_one_get_from_another_and_refuse_bad_input() {
         "shoal_peers_connected",
         "shoal_disk_free_bytes",
         "shoal_disk_full 0",
+        "shoal_worker_busy{worker=\"anti-entropy\"}",
+        "shoal_worker_errors{worker=\"scrub\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from {metrics}");
     }

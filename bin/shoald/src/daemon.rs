@@ -34,7 +34,7 @@ impl Daemon {
     /// Starts a peer and returns once its API and swarm listen.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let data_dir = DataDir::lock(&config.data_dir)?;
-        let keypair = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
+        let identity = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
         let store = RocksStore::open_with_reserve(&data_dir.join("store"), config.min_free_bytes)
             .context("cannot open the store")?;
         // Logged after the store opened, so an error before it (a data dir in use, a bad
@@ -47,14 +47,17 @@ impl Daemon {
         let node_config = config.node_config();
         let announcement =
             Announcement { settings: node_config.network_settings(), holding_since_ms: store.created_ms() };
-        let mut net_config = NetConfig::new(keypair, announcement);
-        net_config.listen = parse_addrs(&config.listen, "listen")?;
-        net_config.bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
+        let mut net_config = NetConfig::new(identity, announcement);
+        net_config.listen = config.listen.clone();
+        net_config.bootstrap = config.bootstrap.clone();
         net_config.request_timeout = config.request_timeout();
         net_config.max_inbound_connections = config.max_inbound_connections;
         let network = shoal_net::start(net_config).await?;
         let network_status = network.client.status().await?;
-        let node = Node::new(node_config, store, Libp2pNetwork(network.client))?;
+        // Building the index reads every key: off the async workers.
+        let node = tokio::task::spawn_blocking(move || Node::new(node_config, store, Libp2pNetwork(network.client)))
+            .await
+            .context("indexing the store panicked")??;
         let listener = tokio::net::TcpListener::bind(config.api_addr)
             .await
             .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
@@ -80,10 +83,6 @@ impl Daemon {
         let _ = self.shutdown.send(());
         self.task.await.context("daemon task panicked")?
     }
-}
-
-fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<shoal_net::Multiaddr>> {
-    addrs.iter().map(|a| a.parse().map_err(|e| anyhow::anyhow!("bad {what} address {a:?}: {e}"))).collect()
 }
 
 /// Serves the API until shutdown, then stops what feeds the node and the node's own

@@ -1,9 +1,10 @@
 //! The node's view of the libp2p network.
 
+use shoal_core::NetworkStatus;
 use shoal_core::PeerKey;
 use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
-use shoal_node::{Network, NetworkError, NetworkStatus};
+use shoal_node::{Network, NetworkError};
 
 #[derive(Debug, Clone)]
 pub struct Libp2pNetwork(pub shoal_net::Client);
@@ -26,12 +27,6 @@ impl Network for Libp2pNetwork {
     }
 
     async fn status(&self) -> Result<NetworkStatus, NetworkError> {
-        let status = self.0.status().await.map_err(describe)?;
-        Ok(NetworkStatus {
-            peer_id: status.peer_id,
-            listen_addrs: status.listen_addrs,
-            routing_table_peers: status.routing_table_peers,
-            connected_peers: status.connected_peers,
-        })
+        self.0.status().await.map_err(describe)
     }
 }

@@ -69,7 +69,7 @@ async fn put_at_all(peer: &Peer, count: usize) {
 async fn routing_tables(peers: &[Peer]) -> Vec<usize> {
     let mut sizes = Vec::new();
     for peer in peers {
-        sizes.push(peer.client.status().await.unwrap().routing_table_peers);
+        sizes.push(peer.client.status().await.unwrap().network.routing_table_peers);
     }
     sizes
 }
@@ -144,7 +144,7 @@ async fn peers_with_other_network_settings_hold_nothing() {
     // They connect to every peer, and each keeps them out of its routing table and view.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for other in &others {
-        while other.client.status().await.unwrap().peers_connected < peers.len() {
+        while other.client.status().await.unwrap().network.peers_connected < peers.len() {
             assert!(tokio::time::Instant::now() < deadline, "another peer did not reach every peer in 30 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -195,6 +195,6 @@ async fn a_peer_at_its_connection_limit_turns_the_next_one_away() {
     assert!(dial_in(&peer).await, "the first connection is admitted");
     assert!(dial_in(&peer).await, "the second connection is admitted");
     assert!(!dial_in(&peer).await, "the third connection is refused");
-    assert_eq!(peer.client.status().await.unwrap().peers_connected, 2, "the admitted two stay");
+    assert_eq!(peer.client.status().await.unwrap().network.peers_connected, 2, "the admitted two stay");
     stop_all(vec![peer]).await;
 }

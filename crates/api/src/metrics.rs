@@ -27,6 +27,13 @@ pub(crate) struct Metrics {
     pub routing_table_peers: Gauge,
     repair: Family<RepairLabels, Gauge>,
     peer_clock_offset_ms: Family<PeerLabels, Gauge>,
+    worker_busy: Family<WorkerLabels, Gauge>,
+    worker_errors: Family<WorkerLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -68,7 +75,23 @@ impl Metrics {
             "How far each counted peer's clock is from this one's (theirs minus ours), as last measured",
             metrics.peer_clock_offset_ms.clone(),
         );
+        shoal.register(
+            "worker_busy",
+            "1 while a background worker is busy (or throttled), 0 while idle or backing off",
+            metrics.worker_busy.clone(),
+        );
+        shoal.register("worker_errors", "Errors a background worker met since start", metrics.worker_errors.clone());
         metrics
+    }
+
+    pub fn set_workers(&self, workers: &[shoal_node::WorkerStatus]) {
+        use shoal_node::WorkerState;
+        for worker in workers {
+            let labels = WorkerLabels { worker: worker.name.clone() };
+            let busy = matches!(worker.state, WorkerState::Busy | WorkerState::Throttled);
+            self.worker_busy.get_or_create(&labels).set(i64::from(busy));
+            self.worker_errors.get_or_create(&labels).set(worker.errors as i64);
+        }
     }
 
     /// The clock of every peer measured now, and of no other.

@@ -15,8 +15,8 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use serde::{Deserialize, Serialize};
 use shoal_core::wire::LIST_PAGE_MAX;
-use shoal_core::{Consistency, ItemKey, ItemKind, ObjectId};
-use shoal_node::{NameInfo, NamePage, Network, Node, PutReceipt, RepairStatus};
+use shoal_core::{Consistency, ItemKey, ItemKind, NetworkStatus, ObjectId};
+use shoal_node::{NameInfo, NamePage, Network, Node, PutReceipt, RepairStatus, WorkerStatus};
 use shoal_store::Store;
 
 use crate::error::{ApiError, ErrorCode};
@@ -51,10 +51,8 @@ impl From<NamePage> for NameList {
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
-    pub peer_id: String,
-    pub listen_addrs: Vec<String>,
-    pub routing_table_peers: usize,
-    pub peers_connected: usize,
+    #[serde(flatten)]
+    pub network: NetworkStatus,
     pub replication_factor: usize,
     pub items_stored: u64,
     pub bytes_stored: u64,
@@ -64,6 +62,8 @@ pub struct StatusReport {
     /// How far each counted peer's clock is from this one's, as last measured.
     pub peer_clocks: Vec<PeerClockReport>,
     pub repair: RepairStatus,
+    /// The background workers: what each is doing, its errors and its progress.
+    pub workers: Vec<WorkerStatus>,
     pub version: String,
 }
 
@@ -355,10 +355,7 @@ fn header_value(value: impl ToString) -> HeaderValue {
 async fn status<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json<StatusReport>, ApiError> {
     let status = state.node.status().await?;
     Ok(Json(StatusReport {
-        peer_id: status.network.peer_id,
-        listen_addrs: status.network.listen_addrs,
-        routing_table_peers: status.network.routing_table_peers,
-        peers_connected: status.network.connected_peers,
+        network: status.network,
         replication_factor: status.replication_factor,
         items_stored: status.items_stored,
         bytes_stored: status.bytes_stored,
@@ -374,6 +371,7 @@ async fn status<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<Json
             })
             .collect(),
         repair: status.repair,
+        workers: status.workers,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
 }
@@ -385,10 +383,11 @@ async fn metrics<S: Store, N: Network>(State(state): Shared<S, N>) -> Result<imp
     metrics.bytes_stored.set(status.bytes_stored as i64);
     metrics.disk_free_bytes.set(i64::try_from(status.disk_free_bytes).unwrap_or(i64::MAX));
     metrics.disk_full.set(i64::from(status.disk_full));
-    metrics.peers_connected.set(status.network.connected_peers as i64);
+    metrics.peers_connected.set(status.network.peers_connected as i64);
     metrics.routing_table_peers.set(status.network.routing_table_peers as i64);
     metrics.set_repair(&status.repair);
     metrics.set_peer_clocks(&status.peer_clocks);
+    metrics.set_workers(&status.workers);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], metrics.encode()))
 }

@@ -6,10 +6,11 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use shoal_api::{Client, ClientError, ErrorCode, Options, router};
+use shoal_core::NetworkStatus;
 use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ObjectId, PeerKey};
-use shoal_node::{Network, NetworkError, NetworkStatus, Node, NodeConfig};
+use shoal_node::{Network, NetworkError, Node, NodeConfig};
 use shoal_store::MemoryStore;
 
 /// A network of one: every other peer is unreachable.
@@ -34,7 +35,7 @@ impl Network for Alone {
             peer_id: self.0.to_string(),
             listen_addrs: Vec::new(),
             routing_table_peers: 0,
-            connected_peers: 0,
+            peers_connected: 0,
         })
     }
 }

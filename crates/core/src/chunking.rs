@@ -8,25 +8,10 @@
 
 use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
 
-use crate::{ChunkId, Hash32, ObjectId};
+use crate::{Hash32, ObjectId};
 
 /// Size of every chunk but the last, which may be shorter.
 pub const CHUNK_SIZE: usize = 1 << 20;
-
-/// What the chunker learns from one chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkDigest {
-    /// Standalone hash: the chunk's key in the store.
-    pub id: ChunkId,
-    /// Chaining value at the chunk's position in its object: binds it to the object id.
-    pub cv: Hash32,
-}
-
-impl ChunkDigest {
-    pub fn compute(index: u64, bytes: &[u8]) -> Self {
-        Self { id: blake3::hash(bytes).into(), cv: chunk_cv(index, bytes) }
-    }
-}
 
 /// The chaining value of chunk `index` of an object with more than one chunk.
 pub fn chunk_cv(index: u64, bytes: &[u8]) -> Hash32 {

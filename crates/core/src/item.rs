@@ -173,7 +173,7 @@ pub fn resolve(key: &ItemKey, old: &[u8], new: &[u8]) -> Kept {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ChunkDigest;
+    use crate::ChunkRef;
 
     #[test]
     fn chunk_items_verify_by_hash() {
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn manifest_items_verify_against_their_object() {
         let bytes = b"hello shoal";
-        let manifest = Manifest { size: bytes.len() as u64, chunks: vec![ChunkDigest::compute(0, bytes).into()] };
+        let manifest = Manifest { size: bytes.len() as u64, chunks: vec![ChunkRef::compute(0, bytes)] };
         let key = ItemKey::manifest(blake3::hash(bytes).into());
         let encoded = codec::encode(&manifest);
         assert_eq!(verify_item(&key, &encoded), Ok(()));

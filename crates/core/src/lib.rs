@@ -16,14 +16,16 @@ mod id;
 mod item;
 mod manifest;
 pub mod names;
+mod network;
 pub mod placement;
 pub mod references;
 pub mod settings;
 pub mod wire;
 
-pub use chunking::{CHUNK_SIZE, ChunkDigest};
+pub use chunking::CHUNK_SIZE;
 pub use consistency::{Consistency, ParseConsistencyError};
 pub use id::{ChunkId, Hash32, ObjectId, ParseIdError};
 pub use item::{ItemKey, ItemKind, Kept, VerifyError, resolve, verify_item};
 pub use manifest::{ChunkRef, MAX_OBJECT_SIZE, Manifest};
+pub use network::NetworkStatus;
 pub use placement::PeerKey;

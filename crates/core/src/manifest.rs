@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::{CHUNK_SIZE, ChunkDigest, chunk_count, chunk_cv, root_from_cvs};
+use crate::chunking::{CHUNK_SIZE, chunk_count, chunk_cv, root_from_cvs};
 use crate::{ChunkId, Hash32, ObjectId, VerifyError};
 
 /// Largest object accepted: 64 GiB, so a manifest (64 bytes a chunk) stays under 4 MiB
@@ -12,13 +12,16 @@ pub const MAX_OBJECT_SIZE: u64 = 64 << 30;
 /// One chunk of an object, as the manifest lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
+    /// Standalone hash: the chunk's key in the store.
     pub id: ChunkId,
+    /// Chaining value at the chunk's position in its object: binds it to the object id.
     pub cv: Hash32,
 }
 
-impl From<ChunkDigest> for ChunkRef {
-    fn from(digest: ChunkDigest) -> Self {
-        Self { id: digest.id, cv: digest.cv }
+impl ChunkRef {
+    /// Chunk `index` of an object, from its bytes.
+    pub fn compute(index: u64, bytes: &[u8]) -> Self {
+        Self { id: blake3::hash(bytes).into(), cv: chunk_cv(index, bytes) }
     }
 }
 
@@ -88,11 +91,8 @@ mod tests {
     use super::*;
 
     fn manifest_of(bytes: &[u8]) -> Manifest {
-        let chunks = bytes
-            .chunks(CHUNK_SIZE)
-            .enumerate()
-            .map(|(i, chunk)| ChunkDigest::compute(i as u64, chunk).into())
-            .collect();
+        let chunks =
+            bytes.chunks(CHUNK_SIZE).enumerate().map(|(i, chunk)| ChunkRef::compute(i as u64, chunk)).collect();
         Manifest { size: bytes.len() as u64, chunks }
     }
 

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use libp2p::PeerId;
-use shoal_core::PeerKey;
 use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
+use shoal_core::{NetworkStatus, PeerKey};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::behaviour::MAX_STREAMS_PER_CONNECTION;
@@ -34,21 +34,13 @@ pub enum PeerEvent {
     Down(PeerKey),
 }
 
-/// What the swarm reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetStatus {
-    pub peer_id: String,
-    /// Listen addresses, each ending in `/p2p/<peer id>` so it can be used as a bootstrap.
-    pub listen_addrs: Vec<String>,
-    pub routing_table_peers: usize,
-    pub connected_peers: usize,
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("bad {what} address {addr:?}: {reason}")]
+    BadAddress { what: &'static str, addr: String, reason: String },
     /// A request to `peer` failed; callers name the peer themselves.
     #[error("{reason}")]
     Request { peer: PeerKey, reason: String },
@@ -61,7 +53,7 @@ pub enum NetError {
 pub(crate) enum Command {
     ClosestPeers { key: Vec<u8>, reply: oneshot::Sender<Lookup> },
     Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, String>> },
-    Status { reply: oneshot::Sender<NetStatus> },
+    Status { reply: oneshot::Sender<NetworkStatus> },
 }
 
 /// Talks to the swarm task. Cheap to clone; the task stops when the last clone is dropped.
@@ -111,7 +103,7 @@ impl Client {
             .map_err(|reason| NetError::Request { peer: peer.clone(), reason })
     }
 
-    pub async fn status(&self) -> Result<NetStatus, NetError> {
+    pub async fn status(&self) -> Result<NetworkStatus, NetError> {
         self.call(|reply| Command::Status { reply }).await
     }
 }

@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::client::{Client, Command, InboundRequest, NetError, NetStatus, PeerEvent};
+use shoal_core::NetworkStatus;
+
+use crate::client::{Client, Command, InboundRequest, NetError, PeerEvent};
 use crate::{NetConfig, Network};
 
 /// A closed connection starts failure detection's grace period, so connections must not
@@ -68,8 +70,21 @@ fn peer_key(peer: &PeerId) -> PeerKey {
     PeerKey::from_bytes(&peer.to_bytes())
 }
 
+fn parse_addrs(addrs: &[String], what: &'static str) -> Result<Vec<Multiaddr>, NetError> {
+    let parse = |addr: &String| {
+        addr.parse().map_err(|e: libp2p::multiaddr::Error| NetError::BadAddress {
+            what,
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })
+    };
+    addrs.iter().map(parse).collect()
+}
+
 pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
-    let keypair = config.keypair.clone();
+    let keypair = config.identity.0.clone();
+    let listen = parse_addrs(&config.listen, "listen")?;
+    let bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
     let local_peer = keypair.public().to_peer_id();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
@@ -80,8 +95,8 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
 
-    let listen_addrs = listen_all(&mut swarm, &config.listen).await?;
-    for addr in &config.bootstrap {
+    let listen_addrs = listen_all(&mut swarm, &listen).await?;
+    for addr in &bootstrap {
         dial_bootstrap(&mut swarm, addr);
     }
 
@@ -195,14 +210,14 @@ impl EventLoop {
         }
     }
 
-    fn status(&mut self) -> NetStatus {
+    fn status(&mut self) -> NetworkStatus {
         let local = *self.swarm.local_peer_id();
         let routing_table_peers = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
-        NetStatus {
+        NetworkStatus {
             peer_id: local.to_string(),
             listen_addrs: self.listen_addrs.iter().map(|a| a.clone().with(Protocol::P2p(local)).to_string()).collect(),
             routing_table_peers,
-            connected_peers: self.connected.len(),
+            peers_connected: self.connected.len(),
         }
     }
 

@@ -16,17 +16,22 @@ pub enum IdentityError {
     Malformed { path: String, reason: String },
 }
 
+/// A peer's keypair: its peer id and what it signs its connections with.
+#[derive(Debug, Clone)]
+pub struct Identity(pub(crate) Keypair);
+
 /// Loads the ed25519 keypair at `path`, or creates one (readable by the owner only).
-pub fn load_or_create_identity(path: &Path) -> Result<Keypair, IdentityError> {
+pub fn load_or_create_identity(path: &Path) -> Result<Identity, IdentityError> {
     let shown = path.display().to_string();
     match std::fs::read(path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map(Identity)
             .map_err(|e| IdentityError::Malformed { path: shown, reason: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
             let bytes = keypair.to_protobuf_encoding().expect("ed25519 keys encode");
             write_private(path, &bytes).map_err(|source| IdentityError::Write { path: shown, source })?;
-            Ok(keypair)
+            Ok(Identity(keypair))
         }
         Err(source) => Err(IdentityError::Read { path: shown, source }),
     }
@@ -55,7 +60,7 @@ mod tests {
         let path = dir.path().join("identity.key");
         let first = load_or_create_identity(&path).unwrap();
         let second = load_or_create_identity(&path).unwrap();
-        assert_eq!(first.public().to_peer_id(), second.public().to_peer_id());
+        assert_eq!(first.0.public().to_peer_id(), second.0.public().to_peer_id());
     }
 
     #[test]

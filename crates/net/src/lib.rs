@@ -21,10 +21,8 @@ use std::time::Duration;
 
 use shoal_core::settings::Announcement;
 
-pub use client::{Client, InboundRequest, NetError, NetStatus, PeerEvent};
-pub use identity::{IdentityError, load_or_create_identity};
-pub use libp2p::Multiaddr;
-pub use libp2p::identity::Keypair;
+pub use client::{Client, InboundRequest, NetError, PeerEvent};
+pub use identity::{Identity, IdentityError, load_or_create_identity};
 
 /// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
@@ -37,9 +35,10 @@ pub const MAX_INBOUND_CONNECTIONS: u32 = 512;
 /// Everything the swarm needs to start.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
-    pub keypair: Keypair,
-    pub listen: Vec<Multiaddr>,
-    pub bootstrap: Vec<Multiaddr>,
+    pub identity: Identity,
+    /// Multiaddrs to listen on, and of peers to join through.
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
     /// The settings every peer of the network shares, and since when this peer holds
     /// copies. Peers announce both (identify) and hold data only with peers that announce
     /// the same settings, so two networks with different R or grace periods never
@@ -57,10 +56,10 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
-    pub fn new(keypair: Keypair, announcement: Announcement) -> Self {
+    pub fn new(identity: Identity, announcement: Announcement) -> Self {
         Self {
-            keypair,
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
+            identity,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
             bootstrap: Vec::new(),
             announcement,
             request_timeout: Duration::from_secs(30),

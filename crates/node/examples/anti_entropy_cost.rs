@@ -11,10 +11,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use shoal_core::NetworkStatus;
 use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
 use shoal_core::{ItemKey, PeerKey};
-use shoal_node::{Network, NetworkError, NetworkStatus, Node, NodeConfig};
+use shoal_node::{Network, NetworkError, Node, NodeConfig};
 use shoal_store::{MemoryStore, Store};
 
 type PairNode = Node<MemoryStore, Link>;
@@ -41,7 +42,7 @@ impl Network for Link {
 
     async fn status(&self) -> Result<NetworkStatus, NetworkError> {
         let peer_id = self.me.to_string();
-        Ok(NetworkStatus { peer_id, listen_addrs: vec![], routing_table_peers: 1, connected_peers: 1 })
+        Ok(NetworkStatus { peer_id, listen_addrs: vec![], routing_table_peers: 1, peers_connected: 1 })
     }
 }
 

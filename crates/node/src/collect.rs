@@ -33,26 +33,21 @@ use shoal_core::names::Version;
 use shoal_core::references::{References, Referrer};
 use shoal_core::{Consistency, Hash32, ItemKey, ItemKind, codec};
 use shoal_store::Store;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::rpc::Strategy;
+use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 
 /// Name records looked up at once while looking for evidence.
 const LOOKUPS_IN_FLIGHT: usize = 16;
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// Runs collection rounds for as long as the future is polled.
-    pub(crate) async fn run_collection(self) {
-        loop {
-            tokio::time::sleep(self.inner.config.gc_interval).await;
-            self.collection_round().await;
-        }
-    }
-
     /// One round: gather evidence against live references, delete what every holder
-    /// agrees nothing refers to, forget old dead reference sets.
-    pub async fn collection_round(&self) {
+    /// agrees nothing refers to, forget old dead reference sets. Fails if the deaths it
+    /// found could not be recorded (after deleting what was agreed before).
+    pub async fn collection_round(&self) -> Result<(), String> {
         let mut sets = self.local_reference_sets().await;
         let grace = self.inner.config.gc_grace.as_millis() as u64;
         let candidates: HashSet<Hash32> =
@@ -78,14 +73,14 @@ impl<S: Store, N: Network> Node<S, N> {
         }
         // What is not recorded now is found again next round; the candidates were dead
         // for the grace period before this round and do not depend on it.
-        if !killed.is_empty()
-            && let Err(error) = self.store_references(killed).await
-        {
-            warn!("collection cannot record dead references: {error}");
-        }
+        let recorded = match killed.is_empty() {
+            true => Ok(()),
+            false => self.store_references(killed).await.map_err(|e| format!("cannot record dead references: {e}")),
+        };
         for (id, set) in sets.into_iter().filter(|(id, _)| candidates.contains(id)) {
             self.collect(id, set, now).await;
         }
+        recorded
     }
 
     /// The reference sets this peer holds. A set that cannot be read is left out, so
@@ -272,5 +267,38 @@ impl<S: Store, N: Network> Node<S, N> {
             Ok(Some(value)) => codec::decode::<References>(&value).is_ok_and(|set| set.dead_for(0, u64::MAX)),
             Ok(None) | Err(_) => false,
         }
+    }
+}
+
+/// Collection as a worker: a round every `gc_interval`, the first one interval after start.
+pub(crate) struct CollectionWorker<S, N> {
+    node: Node<S, N>,
+    next: Instant,
+    rounds: u64,
+}
+
+impl<S, N> CollectionWorker<S, N> {
+    pub fn new(node: Node<S, N>) -> Self {
+        let next = Instant::now() + node.inner.config.gc_interval;
+        Self { node, next, rounds: 0 }
+    }
+}
+
+impl<S: Store, N: Network> Worker for CollectionWorker<S, N> {
+    const NAME: &'static str = "collection";
+
+    async fn step(&mut self) -> Result<Next, String> {
+        if Instant::now() < self.next {
+            return Ok(Next::IdleUntil(self.next));
+        }
+        self.next = Instant::now() + self.node.inner.config.gc_interval;
+        self.rounds += 1;
+        self.node.collection_round().await?;
+        Ok(Next::IdleUntil(self.next))
+    }
+
+    fn progress(&self) -> String {
+        let collected = self.node.inner.counters.collected_items.load(Ordering::Relaxed);
+        format!("{} rounds, {collected} items collected", self.rounds)
     }
 }

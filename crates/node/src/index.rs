@@ -72,6 +72,24 @@ impl KeyIndex {
         true
     }
 
+    /// Up to `limit` held keys after `after`, in bucket order and in key order within a
+    /// bucket: the order scrub walks in.
+    pub fn keys_after(&self, after: Option<&ItemKey>, limit: usize) -> Vec<ItemKey> {
+        let first = after.map_or(0, |key| Bucket::of(key).index());
+        let mut keys = Vec::with_capacity(limit);
+        for (bucket, held) in self.keys.iter().enumerate().skip(first) {
+            let from = match after {
+                Some(after) if bucket == first => Bound::Excluded(*after),
+                _ => Bound::Unbounded,
+            };
+            keys.extend(held.range((from, Bound::Unbounded)).map(|(key, _)| *key).take(limit - keys.len()));
+            if keys.len() == limit {
+                break;
+            }
+        }
+        keys
+    }
+
     /// Removes `key`; false if it was not there.
     pub fn remove(&mut self, key: &ItemKey) -> bool {
         if let Some(name) = self.name_of.remove(key) {

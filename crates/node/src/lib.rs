@@ -27,6 +27,7 @@ mod replicate;
 mod rpc;
 mod serve;
 mod tasks;
+mod worker;
 mod write;
 
 #[cfg(test)]
@@ -37,7 +38,8 @@ pub use config::NodeConfig;
 pub use error::NodeError;
 pub use listing::NamePage;
 pub use names::NameInfo;
-pub use network::{Network, NetworkError, NetworkStatus};
+pub use network::{Network, NetworkError};
 pub use node::{Node, NodeStatus};
 pub use repair::RepairStatus;
+pub use worker::{WorkerState, WorkerStatus};
 pub use write::PutReceipt;

@@ -2,23 +2,14 @@
 
 use std::future::Future;
 
-use shoal_core::PeerKey;
 use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
+use shoal_core::{NetworkStatus, PeerKey};
 
 /// A failed network call, already described for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct NetworkError(pub String);
-
-/// The network as the swarm sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkStatus {
-    pub peer_id: String,
-    pub listen_addrs: Vec<String>,
-    pub routing_table_peers: usize,
-    pub connected_peers: usize,
-}
 
 /// Reaching other peers.
 pub trait Network: Clone + Send + Sync + 'static {

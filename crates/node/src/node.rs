@@ -8,18 +8,21 @@ use std::time::Duration;
 use shoal_core::names::{HybridClock, Version};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks};
+use crate::collect::CollectionWorker;
 use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
 use crate::policy::{Layout, Replicas};
+use crate::repair::{AntiEntropyWorker, HandoffWorker, ScrubWorker};
 use crate::repair::{RateLimit, RepairCounters, RepairStatus};
 use crate::rpc::Latencies;
 use crate::serve::ANSWERS_IN_FLIGHT;
 use crate::tasks::Tasks;
+use crate::worker::{WorkerStatus, Workers};
 use crate::{Network, NodeConfig, NodeError};
 
 const KEY_LOCK_STRIPES: usize = 64;
@@ -35,7 +38,7 @@ fn writer_id(peer: &PeerKey) -> u64 {
 /// What a node reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
-    pub network: crate::NetworkStatus,
+    pub network: shoal_core::NetworkStatus,
     pub replication_factor: usize,
     pub items_stored: u64,
     pub bytes_stored: u64,
@@ -45,6 +48,8 @@ pub struct NodeStatus {
     /// How far each counted peer's clock is from this one's, as last measured.
     pub peer_clocks: Vec<(PeerKey, PeerClock)>,
     pub repair: RepairStatus,
+    /// The background workers, in the order they were started.
+    pub workers: Vec<WorkerStatus>,
 }
 
 /// A Shoal peer's replica logic. Cheap to clone.
@@ -71,9 +76,10 @@ pub(crate) struct Inner<S, N> {
     pub index: Mutex<KeyIndex>,
     pub membership: Mutex<Membership>,
     pub counters: RepairCounters,
-    pub repair_wakeup: Notify,
-    pub repair_rate: RateLimit,
-    pub scrub_rate: RateLimit,
+    /// Counts changes of the counted peers; workers wake on them.
+    pub peer_changes: watch::Sender<u64>,
+    pub repair_rate: Arc<RateLimit>,
+    pub scrub_rate: Arc<RateLimit>,
     /// Corrupt local items being replaced right now.
     pub corrupt_in_repair: Mutex<HashSet<ItemKey>>,
     /// Local copies that failed verification and wait for a verified copy to replace
@@ -89,6 +95,8 @@ pub(crate) struct Inner<S, N> {
     pub peer_clocks: PeerClocks,
     /// Every task this node runs in the background.
     pub tasks: Tasks,
+    /// The background workers among them, as status shows them.
+    pub workers: Workers,
     /// Requests from other peers being answered ([`crate::serve`]).
     pub answer_slots: Arc<Semaphore>,
     /// How fast each peer answers ([`crate::rpc`]).
@@ -124,9 +132,9 @@ impl<S: Store, N: Network> Node<S, N> {
             membership: Mutex::new(Membership::new(config.failure_grace, config.tombstone_lifetime)),
             holding_since_ms: store.created_ms(),
             counters: RepairCounters::default(),
-            repair_wakeup: Notify::new(),
-            repair_rate: RateLimit::new(config.repair_bytes_per_sec),
-            scrub_rate: RateLimit::new(config.scrub_bytes_per_sec),
+            peer_changes: watch::Sender::new(0),
+            repair_rate: Arc::new(RateLimit::new(config.repair_bytes_per_sec)),
+            scrub_rate: Arc::new(RateLimit::new(config.scrub_bytes_per_sec)),
             corrupt_in_repair: Mutex::new(HashSet::new()),
             quarantined: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -135,6 +143,7 @@ impl<S: Store, N: Network> Node<S, N> {
             latencies: Arc::default(),
             whole_network: Mutex::new(None),
             tasks: Tasks::default(),
+            workers: Workers::default(),
             answer_slots: Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT)),
             config,
             store: Arc::new(store),
@@ -225,12 +234,16 @@ impl<S: Store, N: Network> Node<S, N> {
         *self.inner.whole_network.lock().expect("never poisoned") = None;
     }
 
-    /// Starts the background work (repair rounds, scrub, collection) that runs until
-    /// [`Node::stop`].
+    /// Starts the background workers (anti-entropy, handoff, scrub, collection) that run
+    /// until [`Node::stop`].
     pub fn start(&self) {
-        self.inner.tasks.spawn(self.clone().run_repair());
-        self.inner.tasks.spawn(self.clone().run_scrub());
-        self.inner.tasks.spawn(self.clone().run_collection());
+        let (tasks, workers, inner) = (&self.inner.tasks, &self.inner.workers, &self.inner);
+        let changes = || inner.peer_changes.subscribe();
+        let repair_rate = Some(inner.repair_rate.clone());
+        workers.start(tasks, AntiEntropyWorker::new(self.clone()), changes(), repair_rate.clone());
+        workers.start(tasks, HandoffWorker::new(self.clone()), changes(), repair_rate);
+        workers.start(tasks, ScrubWorker::new(self.clone()), changes(), Some(inner.scrub_rate.clone()));
+        workers.start(tasks, CollectionWorker::new(self.clone()), changes(), None);
     }
 
     /// Stops everything this node runs in the background, answers to other peers and
@@ -252,6 +265,7 @@ impl<S: Store, N: Network> Node<S, N> {
             disk_full: space.full,
             peer_clocks: self.inner.peer_clocks.snapshot(),
             repair: self.inner.counters.snapshot(peers_counted),
+            workers: self.inner.workers.status(),
         })
     }
 }

@@ -28,6 +28,15 @@ impl Tasks {
         });
     }
 
+    /// Runs the future `work` makes of the stop signal: for work that ends itself when the
+    /// node stops, at a point of its choosing ([`crate::worker`]).
+    pub fn spawn_stoppable<F>(&self, work: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.running.spawn(work(self.stopping.clone()));
+    }
+
     /// Stops every task and waits until all have ended.
     pub async fn stop(&self) {
         self.stopping.cancel();

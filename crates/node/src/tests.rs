@@ -11,7 +11,9 @@ use shoal_core::wire::{Request, Response};
 use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ItemKind, ObjectId, PeerKey};
 use shoal_store::{MemoryStore, Store};
 
-use crate::{Network, NetworkError, NetworkStatus, Node, NodeConfig, NodeError};
+use shoal_core::NetworkStatus;
+
+use crate::{Network, NetworkError, Node, NodeConfig, NodeError};
 
 type TestNode = Node<MemoryStore, FakeNetwork>;
 
@@ -107,7 +109,7 @@ impl Network for FakeNetwork {
             peer_id: self.me.to_string(),
             listen_addrs: vec![],
             routing_table_peers: peers,
-            connected_peers: peers,
+            peers_connected: peers,
         })
     }
 }

@@ -20,9 +20,7 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use shoal_core::names::{Binding, NameRecord};
 use shoal_core::references::{References, Referrer, Upload};
-use shoal_core::{
-    CHUNK_SIZE, ChunkDigest, ChunkId, ChunkRef, Consistency, ItemKey, MAX_OBJECT_SIZE, Manifest, ObjectId, codec,
-};
+use shoal_core::{CHUNK_SIZE, ChunkId, ChunkRef, Consistency, ItemKey, MAX_OBJECT_SIZE, Manifest, ObjectId, codec};
 use shoal_store::Store;
 
 use crate::replicate::Replicated;
@@ -178,7 +176,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 let bytes = ready.pop_front().expect("one chunk ready");
                 let digest = Self::digest(0, bytes.clone()).await;
                 let lone_chunk = Some((ItemKey::chunk(digest.id), bytes));
-                let manifest = Manifest { size, chunks: vec![digest.into()] };
+                let manifest = Manifest { size, chunks: vec![digest] };
                 return Ok(StoredChunks { manifest, fewest_acks: usize::MAX, lone_chunk });
             }
             // Start every complete chunk we have room for, then wait for room or input.
@@ -222,11 +220,11 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// Chunk `index`'s key and chaining value: hashed off the async threads, but for a
     /// small chunk, which takes less time to hash than to hand to another thread.
-    async fn digest(index: usize, bytes: Bytes) -> ChunkDigest {
+    async fn digest(index: usize, bytes: Bytes) -> ChunkRef {
         if bytes.len() <= HASH_IN_PLACE_BYTES_MAX {
-            return ChunkDigest::compute(index as u64, &bytes);
+            return ChunkRef::compute(index as u64, &bytes);
         }
-        tokio::task::spawn_blocking(move || ChunkDigest::compute(index as u64, &bytes))
+        tokio::task::spawn_blocking(move || ChunkRef::compute(index as u64, &bytes))
             .await
             .expect("hashing does not panic")
     }
@@ -242,7 +240,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let digest = Self::digest(index, bytes.clone()).await;
         let items = vec![(ItemKey::chunk(digest.id), bytes), (ItemKey::references(digest.id.0), lease)];
         let replicated = self.replicate(items, consistency).await?;
-        Ok((index, digest.into(), replicated.acks))
+        Ok((index, digest, replicated.acks))
     }
 
     /// Writes `object` so that `record` refers to it: a reference to every chunk on its

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 
 use bytes::Bytes;
-use shoal_core::{CHUNK_SIZE, ChunkDigest, ItemKey, ItemKind, Manifest, codec};
+use shoal_core::{CHUNK_SIZE, ChunkRef, ItemKey, ItemKind, Manifest, codec};
 use tempfile::TempDir;
 
 use crate::{MemoryStore, RocksStore, Store, StoreError, StoreStats};
@@ -84,6 +84,7 @@ suite!(
     newer_name_records_win_and_older_ones_never_return,
     reference_sets_merge_and_survive_reopen,
     a_merge_past_the_reference_limit_is_refused_and_changes_nothing,
+    bookkeeping_records_are_apart_from_items_and_survive_reopen,
 );
 
 type Item = (ItemKey, Bytes);
@@ -94,11 +95,8 @@ fn chunk(bytes: &[u8]) -> Item {
 
 /// The manifest item of an object made of `bytes`.
 fn manifest(bytes: &[u8]) -> Item {
-    let chunks = bytes
-        .chunks(CHUNK_SIZE)
-        .enumerate()
-        .map(|(index, chunk)| ChunkDigest::compute(index as u64, chunk).into())
-        .collect();
+    let chunks =
+        bytes.chunks(CHUNK_SIZE).enumerate().map(|(index, chunk)| ChunkRef::compute(index as u64, chunk)).collect();
     let manifest = Manifest { size: bytes.len() as u64, chunks };
     (ItemKey::manifest(blake3::hash(bytes).into()), codec::encode(&manifest).into())
 }
@@ -399,4 +397,23 @@ fn a_merge_past_the_reference_limit_is_refused_and_changes_nothing<H: Harness>(h
     assert_eq!(store.get(&reference_set(&full).0).unwrap(), Some(reference_set(&full).1), "the full set is kept");
     assert_eq!(store.get(&chunk(b"beside it").0).unwrap(), None, "the batch is refused whole");
     assert_eq!(store.stats().items, 1);
+}
+
+fn bookkeeping_records_are_apart_from_items_and_survive_reopen<H: Harness>(harness: H) {
+    {
+        let store = harness.open();
+        assert_eq!(store.get_meta("scrub").unwrap(), None);
+        store.put_meta("scrub", b"first").unwrap();
+        store.put_meta("scrub", b"second").unwrap();
+        store.put_meta("other", b"").unwrap();
+        assert_eq!(store.get_meta("scrub").unwrap().as_deref(), Some(&b"second"[..]));
+        assert_eq!(store.get_meta("other").unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(store.stats(), StoreStats::default(), "a bookkeeping record is not an item");
+        for kind in ItemKind::ALL {
+            assert!(store.keys(kind).unwrap().is_empty());
+        }
+    }
+    if H::PERSISTENT {
+        assert_eq!(harness.open().get_meta("scrub").unwrap().as_deref(), Some(&b"second"[..]));
+    }
 }

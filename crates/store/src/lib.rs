@@ -72,6 +72,13 @@ pub trait Store: Send + Sync + 'static {
     /// holds no copy it was not given since.
     fn created_ms(&self) -> u64;
 
+    /// A small record of the node's own bookkeeping kept under `name` beside the items
+    /// (where scrub got to): synced like a put, never replicated, never an item.
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Records `value` under `name` (see [`Store::get_meta`]), synced before it returns.
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+
     /// Fault injection for tests and drills: flips a byte of the stored value, bypassing
     /// verification, as a failing disk would. `Ok(false)` if the item is absent or empty.
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError>;
@@ -109,6 +116,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn created_ms(&self) -> u64 {
         (**self).created_ms()
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get_meta(name)
+    }
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        (**self).put_meta(name, value)
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

@@ -25,6 +25,7 @@ impl Default for MemoryStore {
 #[derive(Default)]
 struct Inner {
     items: BTreeMap<ItemKey, Bytes>,
+    meta: BTreeMap<String, Vec<u8>>,
     stats: StoreStats,
     reads_fail: bool,
     disk_full: bool,
@@ -164,6 +165,15 @@ impl Store for MemoryStore {
 
     fn created_ms(&self) -> u64 {
         self.created_ms
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner().meta.get(name).cloned())
+    }
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inner().meta.insert(name.to_owned(), value.to_vec());
+        Ok(())
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

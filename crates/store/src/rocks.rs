@@ -53,6 +53,9 @@ const FORMAT_KEY: &[u8] = b"shoal store format";
 /// recorded is taken as created when first opened since: that only makes its peer look
 /// newer than it is, which costs reads a few more holders to ask.
 const CREATED_KEY: &[u8] = b"shoal store created ms";
+/// What [`Store::put_meta`] records goes under this prefix and its name, in the default
+/// column family beside the format and creation time.
+const META_PREFIX: &[u8] = b"shoal meta/";
 
 /// Items in RocksDB and chunk files, verified on put and on get, with exact stats kept in
 /// memory.
@@ -302,6 +305,15 @@ impl Store for RocksStore {
 
     fn created_ms(&self) -> u64 {
         self.created_ms
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get([META_PREFIX, name.as_bytes()].concat()).map_err(engine("read a bookkeeping record"))
+    }
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let key = [META_PREFIX, name.as_bytes()].concat();
+        self.db.put_opt(key, value, &synced()).map_err(engine("write a bookkeeping record"))
     }
 
     fn corrupt(&self, key: &ItemKey) -> Result<bool, StoreError> {

@@ -53,7 +53,7 @@ pub async fn wait_for_one_network(peers: &[Peer]) {
     loop {
         let mut settled = true;
         for peer in peers {
-            settled &= peer.client.status().await.unwrap().routing_table_peers == peers.len() - 1;
+            settled &= peer.client.status().await.unwrap().network.routing_table_peers == peers.len() - 1;
         }
         if settled {
             return;

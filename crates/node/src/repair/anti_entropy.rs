@@ -2,18 +2,20 @@
 //! both should hold, descended only where it differs, then key lists of the differing
 //! buckets and fetches of exactly what this peer lacks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 use shoal_core::{ItemKey, PeerKey};
 use shoal_store::Store;
 
+use super::RoundTimer;
 use super::transfer::Transfer;
 use crate::index::KeyIndex;
 use crate::policy::Layout;
 use crate::rpc::CallError;
 use crate::serve::{MAX_BUCKETS_PER_KEYS_REQUEST, MAX_NODES_PER_REQUEST};
+use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 
 impl<S: Store, N: Network> Node<S, N> {
@@ -122,5 +124,56 @@ impl<S: Store, N: Network> Node<S, N> {
         let missing_there =
             ours.keys().filter(|key| !theirs.contains_key(key) && layout.holders(key).contains(peer)).count();
         Ok((fetches, missing_there))
+    }
+}
+
+/// Anti-entropy as a worker: a round compares with every counted peer, one peer a step.
+pub(crate) struct AntiEntropyWorker<S, N> {
+    node: Node<S, N>,
+    timer: RoundTimer,
+    /// The round under way: its layout, the peers left to compare with, and what the
+    /// comparisons so far found missing.
+    round: Option<(Layout, VecDeque<PeerKey>, usize)>,
+    rounds: u64,
+}
+
+impl<S, N> AntiEntropyWorker<S, N> {
+    pub fn new(node: Node<S, N>) -> Self {
+        Self { node, timer: RoundTimer::new(), round: None, rounds: 0 }
+    }
+}
+
+impl<S: Store, N: Network> Worker for AntiEntropyWorker<S, N> {
+    const NAME: &'static str = "anti-entropy";
+
+    async fn step(&mut self) -> Result<Next, String> {
+        let Some((layout, peers, found_missing)) = &mut self.round else {
+            if let Some(due) = self.timer.due(&self.node) {
+                return Ok(Next::IdleUntil(due));
+            }
+            let layout = self.node.start_round();
+            let me = self.node.local_peer();
+            let peers = layout.peers().iter().filter(|peer| *peer != me).cloned().collect();
+            self.round = Some((layout, peers, 0));
+            self.rounds += 1;
+            return Ok(Next::Busy);
+        };
+        let Some(peer) = peers.pop_front() else {
+            self.node.inner.counters.under_replicated.store(*found_missing as u64, Ordering::Relaxed);
+            self.round = None;
+            return Ok(Next::Busy);
+        };
+        let missing = self.node.compare_with(layout, &peer).await.map_err(|error| format!("with {peer}: {error}"))?;
+        *found_missing += missing;
+        Ok(Next::Busy)
+    }
+
+    fn progress(&self) -> String {
+        match &self.round {
+            Some((layout, peers, _)) => {
+                format!("round {}: {} of {} peers left", self.rounds, peers.len(), layout.peers().len() - 1)
+            }
+            None => format!("{} rounds", self.rounds),
+        }
     }
 }

@@ -9,9 +9,11 @@ use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::Store;
 use tracing::warn;
 
+use super::RoundTimer;
 use super::transfer::Transfer;
 use crate::policy::Layout;
 use crate::serve::MAX_KEYS_PER_HAVE;
+use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 
 impl<S: Store, N: Network> Node<S, N> {
@@ -29,8 +31,13 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// Moves items this peer should no longer hold to their rightful holders, deleting the
-    /// local copy only once every one of them has it. Returns how many copies were missing.
-    pub(crate) async fn hand_off(&self, layout: &Layout) -> usize {
+    /// local copy only once every one of them has it; counts the copies they lacked.
+    pub(crate) async fn hand_off(&self, layout: &Layout) {
+        let missing = self.hand_off_counting(layout).await;
+        self.inner.counters.handoff_pending.store(missing as u64, Ordering::Relaxed);
+    }
+
+    async fn hand_off_counting(&self, layout: &Layout) -> usize {
         let me = self.local_peer();
         let mut by_holder: BTreeMap<PeerKey, Vec<ItemKey>> = BTreeMap::new();
         // Each leaving item with the holders it needs and the content it had when pushed.
@@ -110,5 +117,36 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         }
         missing
+    }
+}
+
+/// Handoff as a worker: a pass over every local item each repair round.
+pub(crate) struct HandoffWorker<S, N> {
+    node: Node<S, N>,
+    timer: RoundTimer,
+    passes: u64,
+}
+
+impl<S, N> HandoffWorker<S, N> {
+    pub fn new(node: Node<S, N>) -> Self {
+        Self { node, timer: RoundTimer::new(), passes: 0 }
+    }
+}
+
+impl<S: Store, N: Network> Worker for HandoffWorker<S, N> {
+    const NAME: &'static str = "handoff";
+
+    async fn step(&mut self) -> Result<Next, String> {
+        if let Some(due) = self.timer.due(&self.node) {
+            return Ok(Next::IdleUntil(due));
+        }
+        self.node.hand_off(&self.node.layout()).await;
+        self.passes += 1;
+        Ok(Next::Busy)
+    }
+
+    fn progress(&self) -> String {
+        let pending = self.node.inner.counters.handoff_pending.load(Ordering::Relaxed);
+        format!("{} passes, {pending} copies not yet handed off", self.passes)
     }
 }

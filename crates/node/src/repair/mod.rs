@@ -32,9 +32,14 @@ use shoal_store::Store;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+pub(crate) use anti_entropy::AntiEntropyWorker;
+pub(crate) use handoff::HandoffWorker;
+pub(crate) use scrub::ScrubWorker;
 pub(crate) use transfer::RateLimit;
 
 use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock};
+use crate::policy::Layout;
+use crate::rpc::CallError;
 use crate::{Network, Node};
 
 /// Counters and gauges of repair work, as status and metrics show them.
@@ -42,6 +47,7 @@ use crate::{Network, Node};
 pub(crate) struct RepairCounters {
     pub backlog: AtomicU64,
     pub under_replicated: AtomicU64,
+    pub handoff_pending: AtomicU64,
     pub items_moved: AtomicU64,
     pub bytes_moved: AtomicU64,
     pub handoffs: AtomicU64,
@@ -63,8 +69,10 @@ pub struct RepairStatus {
     pub peers_counted: usize,
     /// Item transfers found necessary and not yet done.
     pub backlog: u64,
-    /// Items found missing on a rightful holder in the last round.
+    /// Items found missing on a rightful holder in the last anti-entropy round.
     pub under_replicated: u64,
+    /// Copies held here for other holders that lacked them at the last handoff.
+    pub handoff_pending: u64,
     pub items_moved: u64,
     pub bytes_moved: u64,
     pub handoffs: u64,
@@ -90,6 +98,7 @@ impl RepairCounters {
             peers_counted,
             backlog: get(&self.backlog),
             under_replicated: get(&self.under_replicated),
+            handoff_pending: get(&self.handoff_pending),
             items_moved: get(&self.items_moved),
             bytes_moved: get(&self.bytes_moved),
             handoffs: get(&self.handoffs),
@@ -114,55 +123,53 @@ impl<S: Store, N: Network> Node<S, N> {
         if peer != *self.local_peer()
             && self.inner.membership.lock().expect("never poisoned").up(peer, holding_since_ms, Instant::now(), now)
         {
-            self.forget_whole_network();
-            self.inner.repair_wakeup.notify_one();
+            self.peers_changed();
         }
     }
 
     /// Reports that the last connection to `peer` closed.
     pub fn peer_down(&self, peer: &PeerKey) {
-        self.forget_whole_network();
         self.inner.membership.lock().expect("never poisoned").down(peer, Instant::now());
-        self.inner.repair_wakeup.notify_one();
+        self.peers_changed();
     }
 
-    /// Runs repair rounds for as long as the future is polled.
-    pub(crate) async fn run_repair(self) {
-        let interval = self.inner.config.anti_entropy_interval;
-        let mut next_round = Instant::now();
-        loop {
-            let expiry = self.inner.membership.lock().expect("never poisoned").next_expiry();
-            let wake_at = expiry.map_or(next_round, |expiry| expiry.min(next_round));
-            tokio::select! {
-                _ = self.inner.repair_wakeup.notified() => {}
-                _ = tokio::time::sleep_until(wake_at) => {}
-            }
-            self.repair_round().await;
-            next_round = Instant::now() + interval;
-        }
+    fn peers_changed(&self) {
+        self.forget_whole_network();
+        self.inner.peer_changes.send_modify(|changes| *changes += 1);
     }
 
-    /// One round: with every counted peer, a clock reading and anti-entropy; then handoff.
+    /// One repair round at once, as the anti-entropy and handoff workers do it in steps:
+    /// with every counted peer a clock reading and a comparison, then handoff.
     pub async fn repair_round(&self) {
-        let layout = self.layout();
-        let view = layout.peers();
-        self.inner.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        self.inner.peer_clocks.retain(view);
-        self.inner.latencies.retain(view);
+        let layout = self.start_round();
         let mut found_missing = 0;
-        for peer in view.iter().filter(|peer| *peer != self.local_peer()) {
-            // A peer that does not answer a ping would not answer the comparison either:
-            // one timeout per round is enough.
-            if !self.measure_clock(peer).await {
-                continue;
-            }
-            match self.sync_with(&layout, peer).await {
+        for peer in layout.peers().iter().filter(|peer| *peer != self.local_peer()) {
+            match self.compare_with(&layout, peer).await {
                 Ok(missing) => found_missing += missing,
-                Err(reason) => debug!(%peer, "anti-entropy failed: {reason}"),
+                Err(error) => debug!(%peer, "anti-entropy failed: {error}"),
             }
         }
-        found_missing += self.hand_off(&layout).await;
         self.inner.counters.under_replicated.store(found_missing as u64, Ordering::Relaxed);
+        self.hand_off(&layout).await;
+    }
+
+    /// The layout a round works with; forgets what was measured of peers no longer in it.
+    fn start_round(&self) -> Layout {
+        let layout = self.layout();
+        self.inner.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        self.inner.peer_clocks.retain(layout.peers());
+        self.inner.latencies.retain(layout.peers());
+        layout
+    }
+
+    /// Reads `peer`'s clock, then compares trees with it and moves what differs; returns
+    /// how many items one side lacked. A peer that does not answer a ping would not answer
+    /// the comparison either: it is skipped, one timeout per round being enough.
+    async fn compare_with(&self, layout: &Layout, peer: &PeerKey) -> Result<usize, CallError> {
+        if !self.measure_clock(peer).await {
+            return Ok(0);
+        }
+        self.sync_with(layout, peer).await
     }
 
     /// Reads `peer`'s clock with a ping, and warns when it is further off than a peer
@@ -184,5 +191,34 @@ impl<S: Store, N: Network> Node<S, N> {
                 false
             }
         }
+    }
+}
+
+/// When the next repair round of a worker is due: at once when the counted peers changed
+/// since its last round or a peer's grace period ran out, else an interval after the last.
+#[derive(Debug)]
+struct RoundTimer {
+    /// The change count the last round started at.
+    changes: u64,
+    next: Instant,
+}
+
+impl RoundTimer {
+    /// Due at once.
+    fn new() -> Self {
+        Self { changes: u64::MAX, next: Instant::now() }
+    }
+
+    /// `None` if a round is due now (and starts it), else when one will be.
+    fn due<S: Store, N: Network>(&mut self, node: &Node<S, N>) -> Option<Instant> {
+        let changes = *node.inner.peer_changes.borrow();
+        let expiry = node.inner.membership.lock().expect("never poisoned").next_expiry();
+        let due = expiry.map_or(self.next, |expiry| expiry.min(self.next));
+        if changes == self.changes && Instant::now() < due {
+            return Some(due);
+        }
+        self.changes = changes;
+        self.next = Instant::now() + node.inner.config.anti_entropy_interval;
+        None
     }
 }

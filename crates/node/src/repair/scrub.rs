@@ -1,33 +1,35 @@
-//! Scrub: every local item re-read and re-verified on a slow, rate-limited cycle, expired
-//! tombstones purged, and copies that fail verification quarantined until a verified
-//! copy replaces them.
+//! Scrub: every local item re-read and re-verified on a slow, rate-limited cycle that goes
+//! on after a restart from where it stopped, expired tombstones purged, and copies that
+//! fail verification quarantined until a verified copy replaces them.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use shoal_core::digest::content_tag;
 use shoal_core::{ItemKey, ItemKind, codec};
 use shoal_store::{Store, StoreError};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// Re-reads every local item on a slow cycle, within the scrub byte rate.
-    pub(crate) async fn run_scrub(self) {
-        loop {
-            self.scrub_pass().await;
-            tokio::time::sleep(self.inner.config.scrub_pause).await;
-        }
-    }
-
-    /// Re-reads every local item once: a copy that fails verification is replaced, an
-    /// expired tombstone purged.
+    /// Re-reads every local item at once, as the scrub worker does in steps.
+    #[cfg(test)]
     pub(crate) async fn scrub_pass(&self) {
         let keys: Vec<ItemKey> = {
             let index = self.inner.index.lock().expect("never poisoned");
             index.occupied().flat_map(|(_, keys)| keys.keys().copied()).collect()
         };
-        for key in keys {
+        self.scrub_items(&keys).await;
+    }
+
+    /// Re-reads `keys`, within the scrub byte rate; returns how many could not be read.
+    async fn scrub_items(&self, keys: &[ItemKey]) -> usize {
+        let mut unreadable = 0;
+        for &key in keys {
             match self.with_store(move |store| store.get(&key)).await {
                 Ok(Some(value)) => {
                     self.inner.scrub_rate.acquire(value.len()).await;
@@ -44,12 +46,14 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
                 // Says nothing about the copy: the next pass reads it again.
                 Err(error) => {
+                    unreadable += 1;
                     self.inner.counters.read_errors.fetch_add(1, Ordering::Relaxed);
                     warn!(item = ?key, "scrub cannot read a copy: {error}");
                 }
             }
             self.inner.counters.scrubbed.fetch_add(1, Ordering::Relaxed);
         }
+        unreadable
     }
 
     /// Drops a tombstone older than the tombstone lifetime: by then every peer that could
@@ -117,5 +121,88 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         }
         warn!(item = ?key, "no peer could replace a corrupt copy; anti-entropy will retry");
+    }
+}
+
+/// Where scrub got to, kept in the store so that a restart goes on from there instead of
+/// from the first item.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ScrubProgress {
+    /// The last item scrubbed in the pass under way; `None` between passes.
+    after: Option<ItemKey>,
+    passes: u64,
+    /// When the last pass ended, in ms since the Unix epoch: the next starts a pause later.
+    last_pass_ended_ms: Option<u64>,
+}
+
+/// The store record [`ScrubProgress`] is kept under.
+const SCRUB_PROGRESS: &str = "scrub";
+/// Items scrubbed in one step, after which the progress is recorded.
+const SCRUB_STEP_ITEMS: usize = 256;
+
+/// Scrub as a worker: a pass over every local item in steps of [`SCRUB_STEP_ITEMS`], then
+/// the scrub pause.
+pub(crate) struct ScrubWorker<S, N> {
+    node: Node<S, N>,
+    /// Read from the store at the first step.
+    progress: Option<ScrubProgress>,
+    scrubbed_in_pass: u64,
+}
+
+impl<S, N> ScrubWorker<S, N> {
+    pub fn new(node: Node<S, N>) -> Self {
+        Self { node, progress: None, scrubbed_in_pass: 0 }
+    }
+}
+
+impl<S: Store, N: Network> Worker for ScrubWorker<S, N> {
+    const NAME: &'static str = "scrub";
+
+    async fn step(&mut self) -> Result<Next, String> {
+        let progress = match &mut self.progress {
+            Some(progress) => progress,
+            None => {
+                let stored = self.node.with_store(|store| store.get_meta(SCRUB_PROGRESS)).await;
+                let stored = stored.map_err(|error| format!("cannot read where scrub got to: {error}"))?;
+                // A record this build cannot read restarts the pass: scrubbing twice is harmless.
+                self.progress.insert(stored.and_then(|bytes| codec::decode(&bytes).ok()).unwrap_or_default())
+            }
+        };
+        if progress.after.is_none()
+            && let Some(ended_ms) = progress.last_pass_ended_ms
+        {
+            let pause_ms = u64::try_from(self.node.inner.config.scrub_pause.as_millis()).unwrap_or(u64::MAX);
+            let wait_ms = ended_ms.saturating_add(pause_ms).saturating_sub(self.node.now_ms());
+            if wait_ms > 0 {
+                return Ok(Next::IdleUntil(Instant::now() + Duration::from_millis(wait_ms)));
+            }
+        }
+        let keys =
+            self.node.inner.index.lock().expect("never poisoned").keys_after(progress.after.as_ref(), SCRUB_STEP_ITEMS);
+        let unreadable = self.node.scrub_items(&keys).await;
+        self.scrubbed_in_pass += keys.len() as u64;
+        progress.after = keys.last().copied();
+        if keys.len() < SCRUB_STEP_ITEMS {
+            progress.after = None;
+            progress.passes += 1;
+            progress.last_pass_ended_ms = Some(self.node.now_ms());
+            self.scrubbed_in_pass = 0;
+        }
+        let record = codec::encode(&*progress);
+        self.node
+            .with_store(move |store| store.put_meta(SCRUB_PROGRESS, &record))
+            .await
+            .map_err(|error| format!("cannot record where scrub got to: {error}"))?;
+        match unreadable {
+            0 => Ok(Next::Busy),
+            _ => Err(format!("cannot read {unreadable} of {} copies", keys.len())),
+        }
+    }
+
+    fn progress(&self) -> String {
+        match &self.progress {
+            Some(progress) => format!("pass {}: {} items", progress.passes + 1, self.scrubbed_in_pass),
+            None => "starting".to_owned(),
+        }
     }
 }

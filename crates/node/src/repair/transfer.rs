@@ -26,6 +26,12 @@ impl RateLimit {
         Self { bytes_per_sec: rate, state: Mutex::new((Instant::now(), rate)) }
     }
 
+    /// Whether a caller is waiting for the rate right now.
+    pub fn throttling(&self) -> bool {
+        let (last, available) = *self.state.lock().expect("never poisoned");
+        available < 0.0 && Instant::now() < last + Duration::from_secs_f64(-available / self.bytes_per_sec)
+    }
+
     pub async fn acquire(&self, bytes: usize) {
         let wait = {
             let mut state = self.state.lock().expect("never poisoned");

@@ -1,0 +1,13 @@
+//! What the network layer reports about itself to the layers above it.
+
+use serde::{Deserialize, Serialize};
+
+/// The network as the swarm sees it: one definition from the swarm to the HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    pub peer_id: String,
+    /// Listen addresses, each ending in `/p2p/<peer id>` so it can be used as a bootstrap.
+    pub listen_addrs: Vec<String>,
+    pub routing_table_peers: usize,
+    pub peers_connected: usize,
+}
