@@ -186,9 +186,13 @@ impl<S: Store, N: Network> Node<S, N> {
         let move_window = u64::try_from(self.inner.config.move_window.as_millis()).unwrap_or(u64::MAX);
         let settled_ms = self.now_ms().saturating_sub(move_window);
         let mut membership = self.inner.membership.lock().expect("never poisoned");
-        membership.expire(Instant::now());
+        let expired = membership.expire(Instant::now());
         let (mut counted, departed) = (membership.counted(), membership.departed());
         drop(membership);
+        if expired {
+            // Whoever noticed first, the workers' rounds must see it.
+            self.peers_changed();
+        }
         counted.push((self.local_peer().clone(), self.inner.holding_since_ms));
         Layout::new(counted, departed, self.inner.config.replication_factor, settled_ms)
     }

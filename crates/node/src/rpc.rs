@@ -3,9 +3,9 @@
 //! [`Strategy`] with each answer handed on as it arrives.
 //!
 //! This peer answers its own requests without the network, so callers never tell the
-//! local holder from a remote one. Every answer's latency is recorded: reads ask the
-//! fastest holders first and hedge one that is slow, so a slow holder costs a read one
-//! hedge delay instead of a timeout.
+//! local holder from a remote one. How long each peer takes to answer a fetch is
+//! recorded: reads ask the fastest holders first and hedge one that is slow, so a slow
+//! holder costs a read one hedge delay instead of a timeout.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -60,9 +60,9 @@ pub(crate) struct Calls<T: Send + 'static, E: Send + 'static> {
     unsent: VecDeque<PeerKey>,
     call: Box<dyn FnMut(PeerKey) -> BoxFuture<'static, Result<T, E>> + Send>,
     strategy: Strategy,
-    /// The peer last sent to while hedging, and when the next one is sent if it has not
-    /// answered.
-    hedge: Option<(PeerKey, Instant)>,
+    /// The peer last sent to while hedging, how long it is given, and when the next one
+    /// is sent if it has not answered.
+    hedge: Option<(PeerKey, Duration, Instant)>,
     latencies: Arc<Latencies>,
     tasks: Tasks,
 }
@@ -100,10 +100,10 @@ impl<T: Send + 'static, E: Send + 'static> Calls<T, E> {
             if self.out.is_empty() && !self.send_next() {
                 return None;
             }
-            let hedge_at = self.hedge.as_ref().map(|(_, at)| *at);
+            let hedge_at = self.hedge.as_ref().map(|(_, _, at)| *at);
             tokio::select! {
                 Some((peer, result)) = self.out.next() => {
-                    if self.hedge.as_ref().is_some_and(|(hedged, _)| *hedged == peer) {
+                    if self.hedge.as_ref().is_some_and(|(hedged, _, _)| *hedged == peer) {
                         self.hedge = None;
                     }
                     if result.is_err() && matches!(self.strategy, Strategy::OneAtATime { .. }) {
@@ -112,10 +112,9 @@ impl<T: Send + 'static, E: Send + 'static> Calls<T, E> {
                     return Some((peer, result));
                 }
                 () = tokio::time::sleep_until(hedge_at.unwrap_or_else(Instant::now)), if hedge_at.is_some() => {
-                    let (slow, _) = self.hedge.take().expect("a hedge is due");
-                    if let Strategy::OneAtATime { hedge_after: Some(delay) } = self.strategy {
-                        self.latencies.record(&slow, delay);
-                    }
+                    // At least as slow as it was waited for: the next read asks it later.
+                    let (slow, waited, _) = self.hedge.take().expect("a hedge is due");
+                    self.latencies.record(&slow, waited);
                     self.send_next();
                 }
             }
@@ -135,7 +134,8 @@ impl<T: Send + 'static, E: Send + 'static> Calls<T, E> {
     fn send_next(&mut self) -> bool {
         let Some(peer) = self.unsent.pop_front() else { return false };
         if let Strategy::OneAtATime { hedge_after: Some(floor) } = self.strategy {
-            self.hedge = Some((peer.clone(), Instant::now() + self.latencies.hedge_delay(&peer, floor)));
+            let delay = self.latencies.hedge_delay(&peer, floor);
+            self.hedge = Some((peer.clone(), delay, Instant::now() + delay));
         }
         let answer = (self.call)(peer.clone());
         self.out.push(Box::pin(async move { (peer, answer.await) }));
@@ -152,7 +152,9 @@ impl<T: Send + 'static, E: Send + 'static> Drop for Calls<T, E> {
     }
 }
 
-/// How long each peer took to answer, smoothed: which to ask first, and when to hedge.
+/// How long each peer took to answer a fetch, smoothed: which holder a read asks first,
+/// and when it hedges. Only fetches count: a peer whose disk hangs may still answer
+/// pings at once.
 #[derive(Debug, Default)]
 pub(crate) struct Latencies(Mutex<HashMap<PeerKey, Duration>>);
 
@@ -182,7 +184,7 @@ impl Latencies {
 }
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// `request` sent to `peers` by `strategy`, each request made by `call`.
+    /// One request to each of `peers`, made by `call` and sent by `strategy`.
     pub(crate) fn calls<T, E, F>(
         &self,
         peers: impl IntoIterator<Item = PeerKey>,
@@ -217,10 +219,7 @@ impl<S: Store, N: Network> Node<S, N> {
         let response = if peer == self.local_peer() {
             self.handle_request(peer, request).await
         } else {
-            let sent = Instant::now();
-            let response = self.inner.network.request(peer, request).await;
-            self.inner.latencies.record(peer, sent.elapsed());
-            response.map_err(|error| CallError::Network(error.0))?
+            self.inner.network.request(peer, request).await.map_err(|error| CallError::Network(error.0))?
         };
         match response {
             Response::Failed(reason) => Err(CallError::Refused(reason)),
@@ -230,11 +229,17 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// The item from `peer`, unverified; `None` if it does not hold it.
     pub(crate) async fn fetch_from(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<Bytes>, CallError> {
-        self.call(peer, Request::Fetch { key }, "Fetch", |answer| match answer {
-            Response::Item(item) => Some(item),
-            _ => None,
-        })
-        .await
+        let sent = Instant::now();
+        let fetched = self
+            .call(peer, Request::Fetch { key }, "Fetch", |answer| match answer {
+                Response::Item(item) => Some(item),
+                _ => None,
+            })
+            .await;
+        if peer != self.local_peer() {
+            self.inner.latencies.record(peer, sent.elapsed());
+        }
+        fetched
     }
 
     /// Stores `items` on `peer` as one synced write; returns the newer record of their name

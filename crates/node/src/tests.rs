@@ -40,6 +40,11 @@ struct World {
     faults: Mutex<HashMap<PeerKey, Fault>>,
     /// The kinds in each store request sent, in order.
     store_batches: Mutex<Vec<Vec<ItemKind>>>,
+    /// Links cut one way: requests from the first peer to the second fail, as across a
+    /// partition or a link that drops everything one way.
+    cuts: Mutex<HashSet<(PeerKey, PeerKey)>>,
+    /// Request kinds whose answers are lost after the peer acted on them.
+    answers_lost: Mutex<HashSet<&'static str>>,
     /// DHT lookups asked for, and whether they time out.
     lookups: std::sync::atomic::AtomicUsize,
     lookups_time_out: std::sync::atomic::AtomicBool,
@@ -55,6 +60,25 @@ impl FakeNetwork {
     fn fault(&self, peer: &PeerKey) -> Option<Fault> {
         self.world.faults.lock().unwrap().get(peer).copied()
     }
+
+    fn reaches(&self, peer: &PeerKey) -> bool {
+        self.fault(peer) != Some(Fault::Down)
+            && !self.world.cuts.lock().unwrap().contains(&(self.me.clone(), peer.clone()))
+    }
+}
+
+/// The name of a request's kind, as [`World::answers_lost`] names it.
+fn kind_of(request: &Request) -> &'static str {
+    match request {
+        Request::Store { .. } => "Store",
+        Request::Fetch { .. } => "Fetch",
+        Request::Ping => "Ping",
+        Request::Digests { .. } => "Digests",
+        Request::BucketKeys { .. } => "BucketKeys",
+        Request::Have { .. } => "Have",
+        Request::ListNames { .. } => "ListNames",
+        Request::Refer { .. } => "Refer",
+    }
 }
 
 impl Network for FakeNetwork {
@@ -66,16 +90,16 @@ impl Network for FakeNetwork {
         use std::sync::atomic::Ordering::Relaxed;
         self.world.lookups.fetch_add(1, Relaxed);
         let nodes = self.world.nodes.lock().unwrap();
-        let live: Vec<&PeerKey> =
-            nodes.keys().filter(|p| **p != self.me && self.fault(p) != Some(Fault::Down)).collect();
+        let live: Vec<&PeerKey> = nodes.keys().filter(|p| **p != self.me && self.reaches(p)).collect();
         Ok(Lookup { peers: closest(key, live, 20), finished: !self.world.lookups_time_out.load(Relaxed) })
     }
 
     async fn request(&self, peer: &PeerKey, request: Request) -> Result<Response, NetworkError> {
         let fault = self.fault(peer);
-        if fault == Some(Fault::Down) {
+        if !self.reaches(peer) {
             return Err(NetworkError(format!("{peer} unreachable")));
         }
+        let kind = kind_of(&request);
         if fault == Some(Fault::Silent) {
             std::future::pending::<()>().await;
         }
@@ -93,6 +117,9 @@ impl Network for FakeNetwork {
             return Ok(Response::Failed("cannot write references".into()));
         }
         let response = node.handle_request(&self.me, request).await;
+        if self.world.answers_lost.lock().unwrap().contains(kind) {
+            return Err(NetworkError(format!("the answer to {kind} was lost")));
+        }
         Ok(match (fault, response) {
             (Some(Fault::Lies), Response::Item(Some(bytes))) => {
                 let mut bad = bytes.to_vec();
@@ -199,6 +226,7 @@ async fn get_all(node: &TestNode, id: ObjectId) -> Result<Bytes, NodeError> {
 
 mod collection;
 mod data_path;
+mod faults;
 mod listing;
 mod moves;
 mod names;

@@ -183,8 +183,8 @@ async fn run<W: Worker>(
             biased;
             () = stopping.cancelled() => return,
             () = tokio::time::sleep_until(wait_until) => {}
-            // A closed sender means the node is going away: the stop follows.
-            _ = changes.changed() => {}
+            // A closed sender (the node is going away) disables this branch.
+            Ok(()) = changes.changed() => {}
         }
     }
 }

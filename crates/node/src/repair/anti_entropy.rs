@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use shoal_core::digest::{Bucket, ContentTag, Fingerprint, TreeNode};
 use shoal_core::{ItemKey, PeerKey};
 use shoal_store::Store;
+use tracing::debug;
 
 use super::RoundTimer;
 use super::transfer::Transfer;
@@ -163,8 +164,12 @@ impl<S: Store, N: Network> Worker for AntiEntropyWorker<S, N> {
             self.round = None;
             return Ok(Next::Busy);
         };
-        let missing = self.node.compare_with(layout, &peer).await.map_err(|error| format!("with {peer}: {error}"))?;
-        *found_missing += missing;
+        // One peer failing a comparison (busy, leaving) is no reason to hold back the
+        // others: it is compared again next round.
+        match self.node.compare_with(layout, &peer).await {
+            Ok(missing) => *found_missing += missing,
+            Err(error) => debug!(%peer, "anti-entropy failed: {error}"),
+        }
         Ok(Next::Busy)
     }
 

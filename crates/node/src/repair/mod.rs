@@ -1,20 +1,24 @@
 //! Self-healing: anti-entropy with the peers that share key ranges, handoff of items this
-//! peer no longer should hold, and scrub of its own disk.
+//! peer no longer should hold, and scrub of its own disk, each run by its worker
+//! ([`crate::worker`]).
 //!
-//! A *repair round* runs when the counted peers change (a peer joined, returned, or its
-//! grace period ran out) and every `anti_entropy_interval` otherwise. In a round this peer
-//! 1. compares, with every counted peer, a 16-ary tree of fingerprints over the buckets
-//!    both should hold, descends only into subtrees that differ, and for differing buckets
-//!    exchanges key lists and fetches exactly the items it lacks. Repair pulls: the peer
-//!    that lacks an item fetches it once, from the first holder it compares with, where
-//!    pushes from every other holder would send it R-1 times. In sync, a comparison is one
-//!    request carrying one fingerprint, whatever the number of items;
-//! 2. hands off every item it holds but is no longer among the R closest for: the
-//!    rightful holders are asked whether they have it, sent it if not, and the local copy
-//!    is deleted only once all of them confirmed, so a handoff never lowers the count.
+//! Repair rounds run when the counted peers change (a peer joined, returned, or its
+//! grace period ran out) and every `anti_entropy_interval` otherwise (`RoundTimer`).
+//! The anti-entropy worker's round
+//! compares, with every counted peer, a 16-ary tree of fingerprints over the buckets
+//! both should hold, descends only into subtrees that differ, and for differing buckets
+//! exchanges key lists and fetches exactly the items it lacks. Repair pulls: the peer
+//! that lacks an item fetches it once, from the first holder it compares with, where
+//! pushes from every other holder would send it R-1 times. In sync, a comparison is one
+//! request carrying one fingerprint, whatever the number of items.
+//!
+//! The handoff worker's round, on the same triggers, hands off every item this peer
+//! holds but is no longer among the R closest for: the rightful holders are asked
+//! whether they have it, sent it if not, and the local copy is deleted only once all of
+//! them confirmed, so a handoff never lowers the count.
 //!
 //! Scrub re-reads every local item on a slow, rate-limited cycle; an item that fails
-//! verification (there, or on any read) is dropped and fetched again from a holder.
+//! verification (there, or on any read) is quarantined and fetched again from a holder.
 //!
 //! Transfers are bounded in concurrency and in bytes per second so foreground puts and
 //! gets keep working during repair.
@@ -133,7 +137,7 @@ impl<S: Store, N: Network> Node<S, N> {
         self.peers_changed();
     }
 
-    fn peers_changed(&self) {
+    pub(crate) fn peers_changed(&self) {
         self.forget_whole_network();
         self.inner.peer_changes.send_modify(|changes| *changes += 1);
     }

@@ -5,7 +5,7 @@ use super::*;
 impl Cluster {
     /// `count` collection rounds on every live peer, one gc interval apart; returns the
     /// errors they reported.
-    async fn collection_rounds(&self, count: u64) -> Vec<String> {
+    pub(super) async fn collection_rounds(&self, count: u64) -> Vec<String> {
         let mut errors = Vec::new();
         for _ in 0..count {
             tokio::time::advance(NodeConfig::default().gc_interval).await;

@@ -60,7 +60,7 @@ impl Cluster {
     }
 
     /// Every item on exactly its R closest live peers and nowhere else alive.
-    fn assert_exact_placement(&self, keys: &HashSet<ItemKey>) {
+    pub(super) fn assert_exact_placement(&self, keys: &HashSet<ItemKey>) {
         let live: Vec<PeerKey> = self.live().into_iter().map(|i| self.peers[i].clone()).collect();
         for key in keys {
             let expected: HashSet<PeerKey> = closest(&key.id, &live, 3).into_iter().collect();
