@@ -36,7 +36,7 @@ use shoal_store::Store;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::rpc::Strategy;
+use crate::calls::Strategy;
 use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 

@@ -9,6 +9,7 @@
 //! Architecture invariant: no HTTP, no clap or TOML, no libp2p types; disk work runs on the
 //! blocking pool, never on the async workers.
 
+mod calls;
 mod clock;
 mod collect;
 mod config;

@@ -16,8 +16,8 @@ use shoal_core::{ItemKey, codec};
 use shoal_store::{Store, StoreError};
 use tracing::warn;
 
+use crate::calls::Strategy;
 use crate::names::NameInfo;
-use crate::rpc::Strategy;
 use crate::{Network, Node, NodeError};
 
 /// One page of a listing.

@@ -20,8 +20,8 @@ use shoal_core::{Consistency, ItemKey, ObjectId, PeerKey, codec};
 use shoal_store::Store;
 use tracing::debug;
 
+use crate::calls::Strategy;
 use crate::error::describe_failures;
-use crate::rpc::Strategy;
 use crate::write::{PutReceipt, UnboundObject};
 use crate::{Network, Node, NodeError};
 

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::calls::Latencies;
 use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks};
 use crate::collect::CollectionWorker;
 use crate::index::{Entry, KeyIndex};
@@ -19,7 +20,6 @@ use crate::membership::Membership;
 use crate::policy::{Layout, Replicas};
 use crate::repair::{AntiEntropyWorker, HandoffWorker, ScrubWorker};
 use crate::repair::{RateLimit, RepairCounters, RepairStatus};
-use crate::rpc::Latencies;
 use crate::serve::ANSWERS_IN_FLIGHT;
 use crate::tasks::Tasks;
 use crate::worker::{WorkerStatus, Workers};

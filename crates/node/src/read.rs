@@ -16,8 +16,9 @@ use shoal_core::{CHUNK_SIZE, ItemKey, Manifest, ObjectId, PeerKey, codec};
 use shoal_store::Store;
 use tracing::warn;
 
+use crate::calls::Strategy;
 use crate::error::describe_failures;
-use crate::rpc::{CallError, Strategy};
+use crate::rpc::CallError;
 use crate::{Network, Node, NodeError};
 
 /// Why a holder did not deliver a verified copy.

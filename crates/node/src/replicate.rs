@@ -14,8 +14,8 @@ use shoal_core::references::References;
 use shoal_core::{ChunkId, Consistency, Hash32, ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::Store;
 
+use crate::calls::Strategy;
 use crate::error::describe_failures;
-use crate::rpc::Strategy;
 use crate::serve::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node, NodeError};
 

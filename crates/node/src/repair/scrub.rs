@@ -12,7 +12,7 @@ use shoal_store::{Store, StoreError};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::rpc::Strategy;
+use crate::calls::Strategy;
 use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 
