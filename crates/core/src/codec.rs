@@ -27,6 +27,13 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("our own types always encode")
 }
 
+/// How many bytes [`encode`] would write for `value`, counted without writing them.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).expect("our own types always encode");
+    size.bytes_written
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(CodecError::TooLarge(bytes.len()));
@@ -56,6 +63,7 @@ mod tests {
             } else {
                 Request::Store { items: vec![(key, value.into())] }
             };
+            prop_assert_eq!(encoded_len(&request), encode(&request).len());
             prop_assert_eq!(decode::<Request>(&encode(&request)), Ok(request));
         }
 

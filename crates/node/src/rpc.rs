@@ -104,14 +104,14 @@ impl<S: Store, N: Network> Node<S, N> {
     /// `peer`'s fingerprints of `nodes`, one each, for the comparison with this peer.
     pub(crate) async fn digests_of(&self, peer: &PeerKey, nodes: &[TreeNode]) -> Result<Vec<Fingerprint>, CallError> {
         let request = Request::Digests { nodes: nodes.to_vec() };
-        let sent = codec::encode(&request).len();
+        let sent = codec::encoded_len(&request);
         let digests = self
             .call(peer, request, "Digests", |answer| match answer {
                 Response::Digests(digests) if digests.len() == nodes.len() => Some(digests),
                 _ => None,
             })
             .await?;
-        self.count_anti_entropy_bytes(sent + codec::encode(&digests).len());
+        self.count_anti_entropy_bytes(sent + codec::encoded_len(&digests));
         Ok(digests)
     }
 
@@ -122,14 +122,14 @@ impl<S: Store, N: Network> Node<S, N> {
         buckets: &[Bucket],
     ) -> Result<Vec<(ItemKey, ContentTag)>, CallError> {
         let request = Request::BucketKeys { buckets: buckets.to_vec() };
-        let sent = codec::encode(&request).len();
+        let sent = codec::encoded_len(&request);
         let keys = self
             .call(peer, request, "BucketKeys", |answer| match answer {
                 Response::Keys(keys) => Some(keys),
                 _ => None,
             })
             .await?;
-        self.count_anti_entropy_bytes(sent + codec::encode(&keys).len());
+        self.count_anti_entropy_bytes(sent + codec::encoded_len(&keys));
         Ok(keys)
     }
 
