@@ -1,10 +1,13 @@
 # Shared by the testnet/ commands. Layout under $SHOAL_TESTNET_DIR (default
 # /var/tmp/shoal-testnet, outside the repository):
 #   size                number of peers
-#   peerI/              data dir of peer I (identity, store, api.url, p2p.addrs)
+#   peerI/              peer I: its data dir (identity, store, api.url, p2p.addrs)
+#                       or, with --hosts, its disk/ holding the data dir
 #   peerI/log           its log
 #   peerI/pid           its process id while it runs
+#   peerI/clock_skew_ms its clock offset, if testnet/skew gave it one
 #   ports_base          peer I listens on ports_base + 2I (API) and ports_base + 2I + 1 (libp2p)
+#   hosts               with --hosts only: the testnet's index K (see "Hosts" below)
 # Ports are fixed per peer and below Linux's ephemeral range (32768+), so a restarted peer
 # gets its ports back and no outgoing connection can take them meanwhile.
 set -euo pipefail
@@ -38,8 +41,8 @@ missing_system_packages() {
 
 # Installs what missing_system_packages names, then checks the install did its job.
 ensure_system_packages() {
-  local missing sudo=""
-  missing=$(missing_system_packages)
+  local missing sudo="" probe=${1:-missing_system_packages}
+  missing=$($probe)
   [[ -z $missing ]] && return 0
   if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || die "building needs" $missing "and installing them needs root or sudo"
@@ -49,8 +52,16 @@ ensure_system_packages() {
   $sudo apt-get update -qq
   # shellcheck disable=SC2086 # one package a word
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
-  missing=$(missing_system_packages)
+  missing=$($probe)
   [[ -z $missing ]] || die "still missing after apt-get install:" $missing
+}
+
+# The same for a testnet of hosts: namespaces, veth and bridges come from iproute2, faults
+# from iptables.
+missing_host_packages() {
+  local root=${1:-}
+  [[ -x $root/usr/sbin/ip || -x $root/usr/bin/ip || -x $root/bin/ip ]] || echo iproute2
+  [[ -x $root/usr/sbin/iptables ]] || echo iptables
 }
 
 # Builds the binaries, unless the caller (a test) already points at built ones.
@@ -93,6 +104,9 @@ release_ports_base() {
 }
 
 peer_dir() { echo "$TESTNET_DIR/peer$1"; }
+data_dir() {
+  if hosts_mode; then echo "$TESTNET_DIR/peer$1/disk"; else echo "$TESTNET_DIR/peer$1"; fi
+}
 size() { cat "$TESTNET_DIR/size" 2>/dev/null || die "no testnet in $TESTNET_DIR; start one with testnet/up"; }
 
 check_index() {
@@ -108,14 +122,14 @@ is_running() {
   kill -0 "$pid" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
 
-api_url() { cat "$(peer_dir "$1")/api.url"; }
+api_url() { cat "$(data_dir "$1")/api.url"; }
 
 # Every known peer address but peer $1's, comma-separated, for --bootstrap.
 bootstrap_for() {
   local i addrs=()
   for ((i = 1; i <= $(size); i++)); do
     [[ $i -eq $1 ]] && continue
-    [[ -f "$(peer_dir "$i")/p2p.addrs" ]] && addrs+=("$(head -n 1 "$(peer_dir "$i")/p2p.addrs")")
+    [[ -f "$(data_dir "$i")/p2p.addrs" ]] && addrs+=("$(head -n 1 "$(data_dir "$i")/p2p.addrs")")
   done
   local IFS=,
   echo "${addrs[*]}"
@@ -126,27 +140,37 @@ bootstrap_for() {
 # SHOAL_GC_GRACE_MS, SHOAL_GC_INTERVAL_MS), and fault injection is on, for churn, repair
 # and deletion experiments.
 start_peer() {
-  local i=$1 dir base
+  local i=$1 dir data base where=() addrs=()
   dir=$(peer_dir "$i")
-  base=$(cat "$TESTNET_DIR/ports_base")
+  data=$(data_dir "$i")
   mkdir -p "$dir"
   is_running "$i" && die "peer $i is already running"
-  rm -f "$dir/api.url" "$dir/p2p.addrs"
+  if hosts_mode; then
+    host_up "$i"
+    where=(ip netns exec "$(host_ns "$i")")
+    addrs=(--listen /ip4/0.0.0.0/tcp/4001 --external-addr "/ip4/$(host_addr "$i")/tcp/4001"
+      --api-addr "$(host_addr "$i"):7000")
+  else
+    base=$(cat "$TESTNET_DIR/ports_base")
+    addrs=(--listen "/ip4/127.0.0.1/tcp/$((base + 2 * i + 1))" --api-addr "127.0.0.1:$((base + 2 * i))")
+  fi
+  rm -f "$data/api.url" "$data/p2p.addrs"
   SHOAL_LOG=${SHOAL_LOG:-info} \
     SHOAL_FAILURE_GRACE_MS=${SHOAL_FAILURE_GRACE_MS:-2000} \
     SHOAL_ANTI_ENTROPY_INTERVAL_MS=${SHOAL_ANTI_ENTROPY_INTERVAL_MS:-1000} \
     SHOAL_GC_GRACE_MS=${SHOAL_GC_GRACE_MS:-10000} SHOAL_GC_INTERVAL_MS=${SHOAL_GC_INTERVAL_MS:-1000} \
-    setsid "$BIN_DIR/shoald" --data-dir "$dir" --fault-injection \
-    --listen "/ip4/127.0.0.1/tcp/$((base + 2 * i + 1))" --api-addr "127.0.0.1:$((base + 2 * i))" \
+    SHOAL_CLOCK_SKEW_MS=$(cat "$dir/clock_skew_ms" 2>/dev/null || echo 0) \
+    "${where[@]}" setsid "$BIN_DIR/shoald" --data-dir "$data" --fault-injection "${addrs[@]}" \
     --bootstrap "$(bootstrap_for "$i")" >>"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
 }
 
 # Polls until peer $1 has published its addresses, or fails with its log.
 wait_started() {
-  local i=$1 dir deadline=$((SECONDS + 30))
+  local i=$1 dir data deadline=$((SECONDS + 30))
   dir=$(peer_dir "$i")
-  until [[ -f $dir/api.url && -f $dir/p2p.addrs ]]; do
+  data=$(data_dir "$i")
+  until [[ -f $data/api.url && -f $data/p2p.addrs ]]; do
     if ! is_running "$i"; then
       tail -n 5 "$dir/log" >&2
       die "peer $i exited during start-up (log: $dir/log)"
@@ -190,4 +214,115 @@ wait_network() {
     (( SECONDS < deadline )) || die "peers did not form one network within ${1:-60} s"
     sleep 0.2
   done
+}
+
+# Hosts (testnet/up --hosts N): each peer runs in its own network namespace, as if on its
+# own machine. Namespace shoal<K>-<I> holds peer I at 10.77.<K>.<I> on eth0, a veth whose
+# other end is on a bridge in namespace shoal<K>-sw. This machine reaches the bridge from
+# 10.77.<K>.254 (veth shoal<K>), so the CLI, the tests and the workload talk to every API
+# from outside, like clients beside each host; faults cut only traffic between peers. The
+# namespaces have no route beyond their /24, so nothing leaves this machine. K is the
+# index of the port claim, so testnets started at once never share names or addresses.
+# Each data dir is a tmpfs of SHOAL_TESTNET_DISK_MIB (default 1024), for the disk faults.
+hosts_mode() { [[ -f $TESTNET_DIR/hosts ]]; }
+hosts_index() { cat "$TESTNET_DIR/hosts"; }
+host_ns() { echo "shoal$(hosts_index)-$1"; }
+host_addr() { echo "10.77.$(hosts_index).$1"; }
+require_hosts() { hosts_mode || die "$1 needs a testnet of hosts (testnet/up --hosts N)"; }
+
+# The bridge and this machine's leg to it, for testnet K.
+hosts_up() {
+  local k=$1 sw="shoal$1-sw"
+  hosts_down "$k" # leftovers of a testnet whose teardown never ran
+  if ip -4 route show to match "10.77.$k.1" | grep -qv '^default'; then
+    die "10.77.$k.0/24 is already routed on this machine; cannot make testnet hosts there"
+  fi
+  ip netns add "$sw"
+  ip -n "$sw" link add br0 type bridge
+  ip -n "$sw" link set br0 up
+  ip link add "shoal$k" type veth peer name uplink netns "$sw"
+  ip -n "$sw" link set uplink master br0 up
+  ip addr add "10.77.$k.254/24" dev "shoal$k"
+  ip link set "shoal$k" up
+}
+
+# Host $1 of the running testnet, made once: its namespace, its leg on the bridge, its disk.
+host_up() {
+  local i=$1 ns k disk
+  ns=$(host_ns "$i")
+  k=$(hosts_index)
+  disk=$(data_dir "$i")
+  if ! ip netns list | grep -qx "$ns\( .*\)\?"; then
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip -n "shoal$k-sw" link add "p$i" type veth peer name eth0 netns "$ns"
+    ip -n "shoal$k-sw" link set "p$i" master br0 up
+    ip -n "$ns" addr add "$(host_addr "$i")/24" dev eth0
+    ip -n "$ns" link set eth0 up
+  fi
+  if ! mountpoint -q "$disk"; then
+    mkdir -p "$disk"
+    mount -t tmpfs -o "size=${SHOAL_TESTNET_DISK_MIB:-1024}m" "shoal$k-disk" "$disk"
+  fi
+}
+
+# Removes every namespace, link and disk of testnet K; harmless when there is none.
+hosts_down() {
+  local k=$1 ns disk
+  for ns in $(ip netns list | awk '{ print $1 }' | grep "^shoal$k-"); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    ip netns del "$ns"
+  done
+  ip link del "shoal$k" 2>/dev/null || true
+  for disk in $(awk -v src="shoal$k-disk" '$1 == src { print $2 }' /proc/mounts); do
+    umount -l "$disk"
+  done
+}
+
+# Runs iptables in host $1's namespace.
+host_iptables() {
+  local ns
+  ns=$(host_ns "$1")
+  shift
+  ip netns exec "$ns" iptables -w "$@"
+}
+
+# Packets from host $1 to host $2 are lost (dropped where they arrive, so the sender sees
+# silence, not an error).
+cut_link() {
+  host_iptables "$2" -C INPUT -s "$(host_addr "$1")" -j DROP 2>/dev/null ||
+    host_iptables "$2" -A INPUT -s "$(host_addr "$1")" -j DROP
+}
+
+# Packets from host $1 to host $2 are lost with probability $3 %, marked as a link fault
+# of both hosts so that testnet/link can take them back.
+lose_packets() {
+  local probability
+  probability=$(awk -v pct="$3" 'BEGIN { printf "%.4f", pct / 100 }')
+  host_iptables "$2" -A INPUT -s "$(host_addr "$1")" -m statistic --mode random \
+    --probability "$probability" -m comment --comment "shoal-link-$1-$2" -j DROP
+}
+
+# Removes every loss rule touching host $1, in every host.
+clear_link_loss() {
+  local j rule
+  for ((j = 1; j <= $(size); j++)); do
+    for rule in $(host_iptables "$j" -S INPUT | grep -E -- "shoal-link-($1-[0-9]+|[0-9]+-$1)\b" |
+      sed 's/^-A /-D /; s/ /:/g'); do
+      # shellcheck disable=SC2086 # the rule's own words
+      host_iptables "$j" ${rule//:/ }
+    done
+  done
+}
+
+# Delays what host $1 sends by $2 ms, give or take $3, with the kernel's netem.
+delay_link() {
+  local ns
+  ns=$(host_ns "$1")
+  ip netns exec "$ns" tc qdisc replace dev eth0 root netem delay "$2ms" "$3ms" 2>/dev/null ||
+    die "delay and jitter need the kernel's netem queueing discipline (sch_netem), which this kernel lacks"
+}
+
+clear_link_delay() {
+  ip netns exec "$(host_ns "$1")" tc qdisc del dev eth0 root 2>/dev/null || true
 }

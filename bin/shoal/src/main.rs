@@ -313,6 +313,9 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     for addr in &status.network.listen_addrs {
         println!("listening on       {addr}");
     }
+    for addr in &status.network.announced_addrs {
+        println!("announced as       {addr}");
+    }
     println!("replication factor {}", status.replication_factor);
     println!("routing table      {} peers", status.network.routing_table_peers);
     println!("connected          {} peers", status.network.peers_connected);

@@ -25,6 +25,10 @@ pub struct Args {
     /// Peer to join through (repeatable), e.g. /ip4/10.0.0.1/tcp/4001/p2p/12D3Koo...
     #[arg(long, env = "SHOAL_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<String>,
+    /// Address other peers dial to reach this one (repeatable), e.g.
+    /// /ip4/203.0.113.7/tcp/4001; when given, only these are announced.
+    #[arg(long = "external-addr", env = "SHOAL_EXTERNAL_ADDR", value_delimiter = ',')]
+    pub external_addrs: Vec<String>,
     /// Address of the HTTP API.
     #[arg(long, env = "SHOAL_API_ADDR")]
     pub api_addr: Option<SocketAddr>,
@@ -44,10 +48,18 @@ pub struct Args {
     /// Time between collection rounds (at most a third of the grace period).
     #[arg(long, env = "SHOAL_GC_INTERVAL_MS")]
     pub gc_interval_ms: Option<u64>,
+    /// How long a put may take: the chunks it wrote are kept for it this long before its
+    /// object refers to them, and reclaimed after if it never does.
+    #[arg(long, env = "SHOAL_UPLOAD_LIFETIME_SECS")]
+    pub upload_lifetime_secs: Option<u64>,
     /// Serve POST /v1/debug/corrupt/{kind}/{id}, which damages a local item: for tests
     /// and repair drills only.
     #[arg(long, env = "SHOAL_FAULT_INJECTION")]
     pub fault_injection: bool,
+    /// With --fault-injection only: run this peer's clock this many ms ahead (behind, if
+    /// negative), for clock drills.
+    #[arg(long, env = "SHOAL_CLOCK_SKEW_MS", allow_hyphen_values = true)]
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// Every setting, with its default. Unknown keys in the TOML file are errors, so a typo
@@ -58,6 +70,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: Vec<String>,
     pub bootstrap: Vec<String>,
+    pub external_addrs: Vec<String>,
     pub api_addr: SocketAddr,
     pub replication_factor: usize,
     pub chunks_in_flight: usize,
@@ -92,6 +105,7 @@ impl Default for Config {
             data_dir: PathBuf::from("shoal-data"),
             listen: vec!["/ip4/0.0.0.0/tcp/4001".into()],
             bootstrap: Vec::new(),
+            external_addrs: Vec::new(),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
             replication_factor: node.replication_factor,
             chunks_in_flight: node.chunks_in_flight,
@@ -131,6 +145,9 @@ impl Config {
         if !args.bootstrap.is_empty() {
             config.bootstrap = args.bootstrap;
         }
+        if !args.external_addrs.is_empty() {
+            config.external_addrs = args.external_addrs;
+        }
         if let Some(addr) = args.api_addr {
             config.api_addr = addr;
         }
@@ -150,6 +167,12 @@ impl Config {
             config.gc_interval_ms = interval;
         }
         config.fault_injection |= args.fault_injection;
+        if let Some(secs) = args.upload_lifetime_secs {
+            config.upload_lifetime_secs = secs;
+        }
+        if let Some(skew) = args.clock_skew_ms {
+            config.clock_skew_ms = skew;
+        }
         config.validate()?;
         Ok(config)
     }

@@ -50,6 +50,7 @@ impl Daemon {
         let mut net_config = NetConfig::new(identity, announcement);
         net_config.listen = config.listen.clone();
         net_config.bootstrap = config.bootstrap.clone();
+        net_config.external = config.external_addrs.clone();
         net_config.request_timeout = config.request_timeout();
         net_config.max_inbound_connections = config.max_inbound_connections;
         let network = shoal_net::start(net_config).await?;
@@ -64,8 +65,8 @@ impl Daemon {
         let api_url = format!("http://{}", listener.local_addr()?);
 
         data_dir.publish("api.url", &format!("{api_url}\n"))?;
-        data_dir.publish("p2p.addrs", &(network_status.listen_addrs.join("\n") + "\n"))?;
-        info!(peer = %network_status.peer_id, api = %api_url, addrs = ?network_status.listen_addrs, "shoald started");
+        data_dir.publish("p2p.addrs", &(network_status.announced_addrs.join("\n") + "\n"))?;
+        info!(peer = %network_status.peer_id, api = %api_url, addrs = ?network_status.announced_addrs, "shoald started");
 
         let (shutdown, shutdown_rx) = oneshot::channel();
         node.start();
@@ -75,7 +76,7 @@ impl Daemon {
         ];
         let api = shoal_api::router(node.clone(), shoal_api::Options { fault_injection: config.fault_injection });
         let task = tokio::spawn(serve(api, listener, shutdown_rx, node, feeds, data_dir));
-        Ok(Self { api_url, peer_id: network_status.peer_id, p2p_addrs: network_status.listen_addrs, shutdown, task })
+        Ok(Self { api_url, peer_id: network_status.peer_id, p2p_addrs: network_status.announced_addrs, shutdown, task })
     }
 
     /// Stops the API (in-flight requests finish), then the network and the store.

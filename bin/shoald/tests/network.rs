@@ -1,9 +1,12 @@
-//! Eight real daemons in one process: libp2p over 127.0.0.1, RocksDB in temp dirs.
+//! Real daemons in one process: libp2p over 127.0.0.1, RocksDB in temp dirs.
 
 mod common;
 
 use bytes::Bytes;
-use common::{assert_every_item_on_its_r_closest, pseudo_random, start_network, start_peer, stop_all};
+use common::{
+    assert_every_item_on_its_r_closest, pseudo_random, start_network, start_peer, start_peer_with, stop_all,
+    wait_for_one_network,
+};
 use futures::{TryStreamExt, stream};
 use shoal_core::{CHUNK_SIZE, Consistency, ObjectId};
 use shoald::{Config, Daemon};
@@ -42,4 +45,15 @@ async fn a_second_daemon_on_a_data_dir_fails_at_once() {
     let error = Daemon::start(config).await.unwrap_err().to_string();
     assert!(error.contains("is in use by another shoald"), "{error}");
     peer.daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_started_before_its_bootstrap_peer_joins_it_once_it_is_up() {
+    // A free port for the bootstrap peer, which is not running yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let early = start_peer(vec![format!("/ip4/127.0.0.1/tcp/{port}")]).await;
+    let late = start_peer_with(vec![], |config| config.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")]).await;
+    let peers = vec![early, late];
+    wait_for_one_network(&peers).await;
+    stop_all(peers).await;
 }

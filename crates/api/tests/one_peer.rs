@@ -34,6 +34,7 @@ impl Network for Alone {
         Ok(NetworkStatus {
             peer_id: self.0.to_string(),
             listen_addrs: Vec::new(),
+            announced_addrs: Vec::new(),
             routing_table_peers: 0,
             peers_connected: 0,
         })

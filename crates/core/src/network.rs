@@ -8,6 +8,9 @@ pub struct NetworkStatus {
     pub peer_id: String,
     /// Listen addresses, each ending in `/p2p/<peer id>` so it can be used as a bootstrap.
     pub listen_addrs: Vec<String>,
+    /// What other peers are told to dial, in the same form: the external addresses when
+    /// the peer was given any, else its listen addresses.
+    pub announced_addrs: Vec<String>,
     pub routing_table_peers: usize,
     pub peers_connected: usize,
 }

@@ -55,7 +55,10 @@ impl Behaviour {
 
         let identify = identify::Behaviour::new(
             identify::Config::new(config.announcement.to_string(), keypair.public())
-                .with_agent_version(format!("shoald/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("shoald/{}", env!("CARGO_PKG_VERSION")))
+                // A peer given its external addresses announces only those: listen
+                // addresses such as 127.0.0.1 would send other hosts to themselves.
+                .with_hide_listen_addrs(!config.external.is_empty()),
         );
         let transfer = request_response::Behaviour::with_codec(
             TransferCodec::new(config.inbound_request_bytes),

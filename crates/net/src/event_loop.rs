@@ -36,6 +36,8 @@ const AWAITING_IDENTIFY_MAX: usize = 16;
 
 /// Commands queued from clients before senders wait.
 const COMMAND_QUEUE_LEN: usize = 1024;
+/// How often a peer connected to no compatible peer dials its bootstrap peers again.
+const BOOTSTRAP_REDIAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 type PendingResponse = BoxFuture<'static, (ResponseChannel<Response>, Option<Response>)>;
 
@@ -64,6 +66,10 @@ struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     connected: HashSet<PeerId>,
     bootstrapped: bool,
+    bootstrap: Vec<Multiaddr>,
+    /// Ticks while this peer is connected to no compatible peer: then it dials its
+    /// bootstrap peers again.
+    redial: tokio::time::Interval,
 }
 
 fn peer_key(peer: &PeerId) -> PeerKey {
@@ -85,6 +91,7 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
     let keypair = config.identity.0.clone();
     let listen = parse_addrs(&config.listen, "listen")?;
     let bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
+    let external = parse_addrs(&config.external, "external")?;
     let local_peer = keypair.public().to_peer_id();
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
@@ -96,9 +103,16 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         .build();
 
     let listen_addrs = listen_all(&mut swarm, &listen).await?;
+    for addr in external {
+        swarm.add_external_address(addr);
+    }
     for addr in &bootstrap {
         dial_bootstrap(&mut swarm, addr);
     }
+    // A peer that reached none of its bootstrap peers (they started later, or a partition
+    // stood between) would otherwise stay alone until someone dialed it.
+    let mut redial = tokio::time::interval_at(tokio::time::Instant::now() + BOOTSTRAP_REDIAL, BOOTSTRAP_REDIAL);
+    redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
     let (inbound, inbound_rx) = mpsc::channel(config.inbound_queue_len);
@@ -118,6 +132,8 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         listen_addrs,
         connected: HashSet::new(),
         bootstrapped: false,
+        bootstrap,
+        redial,
     };
     tokio::spawn(event_loop.run());
     Ok(Network {
@@ -190,6 +206,13 @@ impl EventLoop {
                     }
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = self.redial.tick() => {
+                    if !self.connected.iter().any(|peer| self.compatible.contains(peer)) {
+                        for addr in &self.bootstrap {
+                            dial_bootstrap(&mut self.swarm, addr);
+                        }
+                    }
+                }
             }
         }
     }
@@ -213,9 +236,15 @@ impl EventLoop {
     fn status(&mut self) -> NetworkStatus {
         let local = *self.swarm.local_peer_id();
         let routing_table_peers = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        let with_id = |addrs: Vec<Multiaddr>| -> Vec<String> {
+            addrs.into_iter().map(|a| a.with(Protocol::P2p(local)).to_string()).collect()
+        };
+        let external: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let announced = if external.is_empty() { self.listen_addrs.clone() } else { external };
         NetworkStatus {
             peer_id: local.to_string(),
-            listen_addrs: self.listen_addrs.iter().map(|a| a.clone().with(Protocol::P2p(local)).to_string()).collect(),
+            listen_addrs: with_id(self.listen_addrs.clone()),
+            announced_addrs: with_id(announced),
             routing_table_peers,
             peers_connected: self.connected.len(),
         }

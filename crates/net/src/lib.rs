@@ -39,6 +39,10 @@ pub struct NetConfig {
     /// Multiaddrs to listen on, and of peers to join through.
     pub listen: Vec<String>,
     pub bootstrap: Vec<String>,
+    /// Addresses other peers dial to reach this one, for a peer whose listen addresses
+    /// are not (`0.0.0.0`, or behind a NAT). When set, only these are announced: identify's
+    /// observed addresses are never trusted on their own.
+    pub external: Vec<String>,
     /// The settings every peer of the network shares, and since when this peer holds
     /// copies. Peers announce both (identify) and hold data only with peers that announce
     /// the same settings, so two networks with different R or grace periods never
@@ -61,6 +65,7 @@ impl NetConfig {
             identity,
             listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
             bootstrap: Vec::new(),
+            external: Vec::new(),
             announcement,
             request_timeout: Duration::from_secs(30),
             inbound_queue_len: 256,

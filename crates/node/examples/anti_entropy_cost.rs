@@ -42,7 +42,13 @@ impl Network for Link {
 
     async fn status(&self) -> Result<NetworkStatus, NetworkError> {
         let peer_id = self.me.to_string();
-        Ok(NetworkStatus { peer_id, listen_addrs: vec![], routing_table_peers: 1, peers_connected: 1 })
+        Ok(NetworkStatus {
+            peer_id,
+            listen_addrs: vec![],
+            announced_addrs: vec![],
+            routing_table_peers: 1,
+            peers_connected: 1,
+        })
     }
 }
 

@@ -135,6 +135,7 @@ impl Network for FakeNetwork {
         Ok(NetworkStatus {
             peer_id: self.me.to_string(),
             listen_addrs: vec![],
+            announced_addrs: vec![],
             routing_table_peers: peers,
             peers_connected: peers,
         })

@@ -33,9 +33,18 @@ impl Testnet {
 
     /// A testnet whose commands and daemons see `env` as well.
     pub fn up_with(peers: usize, env: &[(&str, &str)]) -> Self {
+        Self::start(&[&peers.to_string()], env)
+    }
+
+    /// A testnet of hosts: each peer in a network namespace of its own.
+    pub fn up_hosts(peers: usize) -> Self {
+        Self::start(&["--hosts", &peers.to_string()], &[])
+    }
+
+    fn start(up_args: &[&str], env: &[(&str, &str)]) -> Self {
         let env = env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
         let testnet = Testnet { dir: tempfile::tempdir().unwrap(), env };
-        let output = testnet.script("up", &[&peers.to_string()]);
+        let output = testnet.script("up", up_args);
         assert!(output.status.success(), "testnet/up failed: {}", String::from_utf8_lossy(&output.stderr));
         testnet
     }
@@ -58,6 +67,10 @@ impl Testnet {
 
     pub fn shoal(&self, peer: usize, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_shoal")).arg("--api").arg(self.api(peer)).args(args).output().unwrap()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn peer_dir(&self, peer: usize) -> PathBuf {

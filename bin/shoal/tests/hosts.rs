@@ -1,0 +1,103 @@
+//! Testnets of hosts: peers in network namespaces of their own, the fault commands, and
+//! one short seeded chaos run (`testnet/chaos`), the CI share of the fault harness.
+//! Skipped, saying so, where network namespaces cannot be made (not root, no `ip netns`).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Whether this machine lets a test make network namespaces.
+fn namespaces_available(test: &str) -> bool {
+    let probe = format!("shoal-probe-{}-{}", std::process::id(), test.len());
+    let made = Command::new("ip").args(["netns", "add", &probe]).output().is_ok_and(|o| o.status.success());
+    if made {
+        let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+    } else {
+        eprintln!("{test}: skipped: cannot make network namespaces here (needs root and iproute2)");
+    }
+    made
+}
+
+fn status_field(testnet: &Testnet, peer: usize, field: &str) -> u64 {
+    let status: serde_json::Value = serde_json::from_str(&stdout(&testnet.shoal(peer, &["status", "--json"]))).unwrap();
+    status[field].as_u64().unwrap_or_else(|| panic!("no {field}"))
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn listed(command: &[&str], pattern: &str) -> bool {
+    let output = Command::new(command[0]).args(&command[1..]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).contains(pattern)
+}
+
+#[test]
+fn hosts_have_their_own_addresses_faults_cut_them_and_down_leaves_nothing() {
+    if !namespaces_available("hosts_have_their_own_addresses") {
+        return;
+    }
+    let testnet = Testnet::up_hosts(3);
+    let index = std::fs::read_to_string(testnet.dir().join("hosts")).unwrap().trim().to_owned();
+    let api = testnet.api(2);
+    assert!(api.starts_with(&format!("http://10.77.{index}.2:")), "peer 2 serves on its host's address: {api}");
+    let status: serde_json::Value = serde_json::from_str(&stdout(&testnet.shoal(2, &["status", "--json"]))).unwrap();
+    let announced = status["announced_addrs"].as_array().unwrap();
+    assert_eq!(announced.len(), 1, "only the external address is announced: {announced:?}");
+    assert!(announced[0].as_str().unwrap().starts_with(&format!("/ip4/10.77.{index}.2/tcp/4001/p2p/")));
+
+    // An object written before the fault, read through the isolated peer after the heal.
+    let work = tempfile::tempdir().unwrap();
+    let (file, bytes) = pseudo_random_file(work.path(), 3 << 20, "object");
+    let id = stdout(&testnet.shoal(1, &["put", file.to_str().unwrap(), "--consistency", "all"]));
+    testnet.run("isolate", &["1"]);
+    wait_until("peer 1 cut off", Duration::from_secs(90), || status_field(&testnet, 1, "peers_connected") == 0);
+    testnet.run("heal", &[]);
+    wait_until("peer 1 back", Duration::from_secs(90), || status_field(&testnet, 1, "peers_connected") == 2);
+    let copy = work.path().join("copy");
+    let get = testnet.shoal(1, &["get", id.trim(), "-o", copy.to_str().unwrap()]);
+    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+
+    // A full disk says so; freed, it takes writes again.
+    testnet.run("fill", &["3"]);
+    wait_until("a full disk", Duration::from_secs(30), || status_field(&testnet, 3, "disk_free_bytes") == 0);
+    testnet.run("unfill", &["3"]);
+    wait_until("a freed disk", Duration::from_secs(30), || status_field(&testnet, 3, "disk_free_bytes") > 0);
+
+    assert!(testnet.script("down", &[]).status.success());
+    assert!(testnet.script("down", &[]).status.success(), "down twice is harmless");
+    assert!(!listed(&["ip", "netns", "list"], &format!("shoal{index}-")), "a namespace is left");
+    assert!(!listed(&["ip", "link", "show"], &format!("shoal{index}@")), "a link is left");
+    assert!(
+        !std::fs::read_to_string("/proc/mounts").unwrap().contains(&format!("shoal{index}-disk")),
+        "a disk is left"
+    );
+}
+
+#[test]
+fn a_short_seeded_chaos_run_finds_no_anomaly() {
+    if !namespaces_available("a_short_seeded_chaos_run_finds_no_anomaly") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::env::var("SHOAL_CHAOS_SEED").unwrap_or_else(|_| "1".into());
+    let output = output_within(
+        Command::new(repo().join("testnet/chaos"))
+            .args(["--scenario", "mixed", "--secs", "45", "--peers", "4", "--first-seed", &seed])
+            .env("SHOAL_TESTNET_DIR", dir.path().join("testnet"))
+            .env("SHOAL_BIN_DIR", bin_dir()),
+        Duration::from_secs(600),
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{report}");
+    assert!(output.status.success(), "chaos run failed: {report}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("anomalies: 0"), "{report}");
+}
