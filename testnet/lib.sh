@@ -315,14 +315,29 @@ clear_link_loss() {
   done
 }
 
-# Delays what host $1 sends by $2 ms, give or take $3, with the kernel's netem.
+# Delays what host $1 sends to the other hosts by $2 ms, give or take $3: with the
+# kernel's netem, or where the kernel lacks it, with shoal-netem holding the packets that
+# iptables queues to it (in the host's namespace; its pid in peerI/netem.pid).
 delay_link() {
-  local ns
+  local ns dir
   ns=$(host_ns "$1")
-  ip netns exec "$ns" tc qdisc replace dev eth0 root netem delay "$2ms" "$3ms" 2>/dev/null ||
-    die "delay and jitter need the kernel's netem queueing discipline (sch_netem), which this kernel lacks"
+  dir=$(peer_dir "$1")
+  ip netns exec "$ns" tc qdisc replace dev eth0 root netem delay "$2ms" "$3ms" 2>/dev/null && return 0
+  ip netns exec "$ns" setsid "$BIN_DIR/shoal-netem" --delay-ms "$2" --jitter-ms "$3" --seed "$1" \
+    >>"$dir/netem.log" 2>&1 </dev/null &
+  echo $! >"$dir/netem.pid"
+  # Queued packets wait for it to bind the queue; --queue-bypass lets them through if it died.
+  host_iptables "$1" -A OUTPUT -d "10.77.$(hosts_index).254" -j ACCEPT # clients are not delayed
+  host_iptables "$1" -A OUTPUT -o eth0 -d "10.77.$(hosts_index).0/24" -j NFQUEUE --queue-num 0 --queue-bypass
 }
 
 clear_link_delay() {
+  local dir
+  dir=$(peer_dir "$1")
   ip netns exec "$(host_ns "$1")" tc qdisc del dev eth0 root 2>/dev/null || true
+  host_iptables "$1" -F OUTPUT
+  if [[ -f $dir/netem.pid ]]; then
+    kill "$(cat "$dir/netem.pid")" 2>/dev/null || true
+    rm -f "$dir/netem.pid"
+  fi
 }

@@ -308,14 +308,28 @@ pub async fn placement_and_reclamation(
             ops: misplaced.into_iter().take(5).collect(),
         });
     }
+    let peers_holding = |kind: &str, id: &str| -> Vec<usize> {
+        let held_by = holders.get(&(kind.to_owned(), id.to_owned()));
+        keys.iter().filter(|(_, key)| held_by.is_some_and(|h| h.contains(key))).map(|(peer, _)| *peer).collect()
+    };
     for object in objects(history, finals).into_iter().filter(|o| o.fate == Fate::Gone) {
         let id = hex::encode(object.id.0);
-        let left = holders.contains_key(&("manifest".to_owned(), id))
-            || object.chunks.iter().any(|chunk| holders.contains_key(&("chunk".to_owned(), chunk.clone())));
-        if left {
+        let mut left = Vec::new();
+        for (kind, key) in std::iter::once(("manifest", &id)).chain(object.chunks.iter().map(|c| ("chunk", c))) {
+            let on = peers_holding(kind, key);
+            if !on.is_empty() {
+                let references = peers_holding("references", key);
+                left.push(format!("{kind} {} on peers {on:?}, its references on {references:?}", &key[..12]));
+            }
+        }
+        if !left.is_empty() {
             anomalies.push(Anomaly {
                 check: "reclaimed",
-                what: format!("object {} was deleted or superseded, and copies of it are left", short(&object.id)),
+                what: format!(
+                    "object {} was deleted or superseded, and copies of it are left: {}",
+                    short(&object.id),
+                    left.join("; ")
+                ),
                 ops: vec![object.op.to_string()],
             });
         }
