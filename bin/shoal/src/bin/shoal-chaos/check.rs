@@ -173,6 +173,10 @@ enum Fate {
     Gone,
     /// Its delete's outcome is unknown: either live or gone.
     Either,
+    /// Put with a name that failed after its chunks were referred to the binding it was
+    /// about to write: kept until the name is written again (a known leak, ARCHITECTURE.md
+    /// "Faults and what holds"), so only counted.
+    MayLeak,
 }
 
 struct Object<'a> {
@@ -205,7 +209,12 @@ fn objects<'a>(history: &'a History, finals: &BTreeMap<&str, Option<ObjectId>>) 
                 (*id, chunks, fate)
             }
             Action::PutName { id, chunks, .. } => {
-                (*id, chunks, if bound.contains(id) { Fate::Live } else { Fate::Gone })
+                let fate = match (bound.contains(id), op.acked()) {
+                    (true, _) => Fate::Live,
+                    (false, true) => Fate::Gone,
+                    (false, false) => Fate::MayLeak,
+                };
+                (*id, chunks, fate)
             }
             _ => continue,
         };
@@ -271,6 +280,13 @@ pub async fn object_reads(
     Ok(anomalies)
 }
 
+/// What is not settled yet, and how many failed named puts left copies behind.
+#[derive(Debug)]
+pub struct Settling {
+    pub anomalies: Vec<Anomaly>,
+    pub leaked: usize,
+}
+
 /// Every item held by a live peer is on exactly its R closest live peers, and nothing
 /// of a deleted or superseded object is left (checked until the network settles).
 pub async fn placement_and_reclamation(
@@ -279,7 +295,7 @@ pub async fn placement_and_reclamation(
     live: &[usize],
     finals: &BTreeMap<&str, Option<ObjectId>>,
     r: usize,
-) -> anyhow::Result<Vec<Anomaly>> {
+) -> anyhow::Result<Settling> {
     let mut keys = BTreeMap::new();
     let mut holders: BTreeMap<(String, String), BTreeSet<PeerKey>> = BTreeMap::new();
     for &peer in live {
@@ -312,7 +328,8 @@ pub async fn placement_and_reclamation(
         let held_by = holders.get(&(kind.to_owned(), id.to_owned()));
         keys.iter().filter(|(_, key)| held_by.is_some_and(|h| h.contains(key))).map(|(peer, _)| *peer).collect()
     };
-    for object in objects(history, finals).into_iter().filter(|o| o.fate == Fate::Gone) {
+    let mut leaked = 0;
+    for object in objects(history, finals).into_iter().filter(|o| matches!(o.fate, Fate::Gone | Fate::MayLeak)) {
         let id = hex::encode(object.id.0);
         let mut left = Vec::new();
         for (kind, key) in std::iter::once(("manifest", &id)).chain(object.chunks.iter().map(|c| ("chunk", c))) {
@@ -322,7 +339,9 @@ pub async fn placement_and_reclamation(
                 left.push(format!("{kind} {} on peers {on:?}, its references on {references:?}", &key[..12]));
             }
         }
-        if !left.is_empty() {
+        if !left.is_empty() && object.fate == Fate::MayLeak {
+            leaked += 1;
+        } else if !left.is_empty() {
             anomalies.push(Anomaly {
                 check: "reclaimed",
                 what: format!(
@@ -334,7 +353,7 @@ pub async fn placement_and_reclamation(
             });
         }
     }
-    Ok(anomalies)
+    Ok(Settling { anomalies, leaked })
 }
 
 #[cfg(test)]

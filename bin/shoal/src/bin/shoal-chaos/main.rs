@@ -84,21 +84,22 @@ async fn main() -> anyhow::Result<()> {
     // Names first: what they end bound to decides which objects must live.
     let (finals, mut anomalies) = check::final_names(&history, &testnet, &live).await?;
     let deadline = healed + Duration::from_secs(args.settle_secs);
-    let (converged, unsettled) = loop {
-        let remaining = check::placement_and_reclamation(&history, &testnet, &live, &finals, r).await?;
-        if remaining.is_empty() {
-            break (Some(healed.elapsed()), remaining);
+    let (converged, settling) = loop {
+        let settling = check::placement_and_reclamation(&history, &testnet, &live, &finals, r).await?;
+        if settling.anomalies.is_empty() {
+            break (Some(healed.elapsed()), settling);
         }
         if Instant::now() > deadline {
-            break (None, remaining);
+            break (None, settling);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    anomalies.extend(unsettled);
+    let leaked = settling.leaked;
+    anomalies.extend(settling.anomalies);
     anomalies.extend(check::name_reads(&history));
     anomalies.extend(check::object_reads(&history, &testnet, &live, &finals).await?);
 
-    report(&args, peers, &testnet, &history, healed_at, converged, &anomalies);
+    report(&args, peers, &testnet, &history, healed_at, converged, leaked, &anomalies);
     if !anomalies.is_empty() {
         std::process::exit(1);
     }
@@ -112,6 +113,7 @@ fn report(
     history: &History,
     healed_at: Duration,
     converged: Option<Duration>,
+    leaked: usize,
     anomalies: &[Anomaly],
 ) {
     let mode = if testnet.hosts() { "hosts" } else { "loopback" };
@@ -141,6 +143,9 @@ fn report(
         Some(took) => println!("converged {:.1} s after the heal", took.as_secs_f64()),
         None => println!("did not converge within {} s of the heal", args.settle_secs),
     }
+    if leaked > 0 {
+        println!("failed named puts with copies left when the rest settled: {leaked}");
+    }
     println!("anomalies: {}", anomalies.len());
     for anomaly in anomalies {
         println!("  [{}] {}", anomaly.check, anomaly.what);
@@ -150,7 +155,7 @@ fn report(
     }
     let acked = history.ops.iter().filter(|op| op.acked()).count();
     println!(
-        "RESULT scenario={} seed={} ops={} acked={acked} anomalies={} converge_s={}",
+        "RESULT scenario={} seed={} ops={} acked={acked} anomalies={} converge_s={} leaked={leaked}",
         args.scenario,
         args.seed,
         history.ops.len(),
