@@ -99,23 +99,27 @@ async fn main() -> anyhow::Result<()> {
     anomalies.extend(check::name_reads(&history));
     anomalies.extend(check::object_reads(&history, &testnet, &live, &finals).await?);
 
-    report(&args, peers, &testnet, &history, healed_at, converged, leaked, &anomalies);
-    if !anomalies.is_empty() {
+    let verdict = Verdict { healed_at, converged, leaked, anomalies };
+    report(&args, peers, &testnet, &history, &verdict);
+    if !verdict.anomalies.is_empty() {
         std::process::exit(1);
     }
     Ok(())
 }
 
-fn report(
-    args: &Args,
-    peers: usize,
-    testnet: &Testnet,
-    history: &History,
+/// What the checks found.
+struct Verdict {
+    /// When the faults ended.
     healed_at: Duration,
+    /// How long after the heal every item was placed and reclaimed, if it was in time.
     converged: Option<Duration>,
+    /// Failed named puts whose copies were left when the rest settled.
     leaked: usize,
-    anomalies: &[Anomaly],
-) {
+    anomalies: Vec<Anomaly>,
+}
+
+fn report(args: &Args, peers: usize, testnet: &Testnet, history: &History, verdict: &Verdict) {
+    let Verdict { healed_at, converged, leaked, anomalies } = verdict;
     let mode = if testnet.hosts() { "hosts" } else { "loopback" };
     println!(
         "scenario {} seed {}: {peers} peers ({mode}), {} clients, {} s of load",
@@ -143,7 +147,7 @@ fn report(
         Some(took) => println!("converged {:.1} s after the heal", took.as_secs_f64()),
         None => println!("did not converge within {} s of the heal", args.settle_secs),
     }
-    if leaked > 0 {
+    if *leaked > 0 {
         println!("failed named puts with copies left when the rest settled: {leaked}");
     }
     println!("anomalies: {}", anomalies.len());
