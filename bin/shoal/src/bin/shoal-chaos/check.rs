@@ -285,6 +285,9 @@ pub async fn object_reads(
 pub struct Settling {
     pub anomalies: Vec<Anomaly>,
     pub leaked: usize,
+    /// Objects to reclaim that a removed peer held: collection waits for it to be
+    /// forgotten (`tombstone_lifetime`), as for any holder that left.
+    pub held_up: usize,
 }
 
 /// Every item held by a live peer is on exactly its R closest live peers, and nothing
@@ -293,6 +296,7 @@ pub async fn placement_and_reclamation(
     history: &History,
     testnet: &Testnet,
     live: &[usize],
+    removed: &[PeerKey],
     finals: &BTreeMap<&str, Option<ObjectId>>,
     r: usize,
 ) -> anyhow::Result<Settling> {
@@ -306,8 +310,17 @@ pub async fn placement_and_reclamation(
         keys.insert(peer, key);
     }
     let mut anomalies = Vec::new();
+    let objects = objects(history, finals);
+    // Chunks and manifests on their way out: repair leaves them be (it never restores
+    // what is being collected), and the reclamation check below covers them.
+    let going: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| !matches!(o.fate, Fate::Live | Fate::AllOrNothing))
+        .flat_map(|o| o.chunks.iter().cloned().chain([hex::encode(o.id.0)]))
+        .collect();
     let misplaced: Vec<String> = holders
         .iter()
+        .filter(|((kind, id), _)| kind == "references" || kind == "name" || !going.contains(id))
         .filter_map(|((kind, id), held_by)| {
             let wanted: BTreeSet<PeerKey> = closest(&hex::decode(id).ok()?, keys.values(), r).into_iter().collect();
             (*held_by != wanted).then(|| {
@@ -328,8 +341,9 @@ pub async fn placement_and_reclamation(
         let held_by = holders.get(&(kind.to_owned(), id.to_owned()));
         keys.iter().filter(|(_, key)| held_by.is_some_and(|h| h.contains(key))).map(|(peer, _)| *peer).collect()
     };
-    let mut leaked = 0;
-    for object in objects(history, finals).into_iter().filter(|o| matches!(o.fate, Fate::Gone | Fate::MayLeak)) {
+    let everyone: Vec<&PeerKey> = keys.values().chain(removed).collect();
+    let (mut leaked, mut held_up) = (0, 0);
+    for object in objects.iter().filter(|o| matches!(o.fate, Fate::Gone | Fate::MayLeak)) {
         let id = hex::encode(object.id.0);
         let mut left = Vec::new();
         for (kind, key) in std::iter::once(("manifest", &id)).chain(object.chunks.iter().map(|c| ("chunk", c))) {
@@ -339,9 +353,17 @@ pub async fn placement_and_reclamation(
                 left.push(format!("{kind} {} on peers {on:?}, its references on {references:?}", &key[..12]));
             }
         }
-        if !left.is_empty() && object.fate == Fate::MayLeak {
+        let mut object_keys =
+            object.chunks.iter().filter_map(|chunk| hex::decode(chunk).ok()).chain([object.id.0.to_vec()]);
+        let removed_holder = object_keys
+            .any(|key| closest(&key, everyone.iter().copied(), r).iter().any(|holder| removed.contains(holder)));
+        if left.is_empty() {
+            continue;
+        } else if object.fate == Fate::MayLeak {
             leaked += 1;
-        } else if !left.is_empty() {
+        } else if removed_holder {
+            held_up += 1;
+        } else {
             anomalies.push(Anomaly {
                 check: "reclaimed",
                 what: format!(
@@ -353,7 +375,7 @@ pub async fn placement_and_reclamation(
             });
         }
     }
-    Ok(Settling { anomalies, leaked })
+    Ok(Settling { anomalies, leaked, held_up })
 }
 
 #[cfg(test)]

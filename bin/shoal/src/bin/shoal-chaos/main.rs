@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use shoal_core::PeerKey;
 
 use check::Anomaly;
 use history::{History, Outcome};
@@ -79,13 +80,14 @@ async fn main() -> anyhow::Result<()> {
     let ops = std::mem::take(&mut *clients.ops.lock().expect("never poisoned"));
     let mut history = History { ops, faults: nemesis.applied.clone(), separations: nemesis.separations.clone() };
     history.ops.sort_by_key(|op| op.invoked);
-    let live: Vec<usize> = (1..=testnet.size()?).filter(|p| !nemesis.removed.contains(p)).collect();
+    let live: Vec<usize> = (1..=testnet.size()?).filter(|p| !nemesis.removed.contains_key(p)).collect();
+    let removed: Vec<PeerKey> = nemesis.removed.values().cloned().collect();
 
     // Names first: what they end bound to decides which objects must live.
     let (finals, mut anomalies) = check::final_names(&history, &testnet, &live).await?;
     let deadline = healed + Duration::from_secs(args.settle_secs);
     let (converged, settling) = loop {
-        let settling = check::placement_and_reclamation(&history, &testnet, &live, &finals, r).await?;
+        let settling = check::placement_and_reclamation(&history, &testnet, &live, &removed, &finals, r).await?;
         if settling.anomalies.is_empty() {
             break (Some(healed.elapsed()), settling);
         }
@@ -94,12 +96,12 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let leaked = settling.leaked;
+    let (leaked, held_up) = (settling.leaked, settling.held_up);
     anomalies.extend(settling.anomalies);
     anomalies.extend(check::name_reads(&history));
     anomalies.extend(check::object_reads(&history, &testnet, &live, &finals).await?);
 
-    let verdict = Verdict { healed_at, converged, leaked, anomalies };
+    let verdict = Verdict { healed_at, converged, leaked, held_up, anomalies };
     report(&args, peers, &testnet, &history, &verdict);
     if !verdict.anomalies.is_empty() {
         std::process::exit(1);
@@ -115,11 +117,13 @@ struct Verdict {
     converged: Option<Duration>,
     /// Failed named puts whose copies were left when the rest settled.
     leaked: usize,
+    /// Deleted objects whose collection waits for a removed peer to be forgotten.
+    held_up: usize,
     anomalies: Vec<Anomaly>,
 }
 
 fn report(args: &Args, peers: usize, testnet: &Testnet, history: &History, verdict: &Verdict) {
-    let Verdict { healed_at, converged, leaked, anomalies } = verdict;
+    let Verdict { healed_at, converged, leaked, held_up, anomalies } = verdict;
     let mode = if testnet.hosts() { "hosts" } else { "loopback" };
     println!(
         "scenario {} seed {}: {peers} peers ({mode}), {} clients, {} s of load",
@@ -150,6 +154,9 @@ fn report(args: &Args, peers: usize, testnet: &Testnet, history: &History, verdi
     if *leaked > 0 {
         println!("failed named puts with copies left when the rest settled: {leaked}");
     }
+    if *held_up > 0 {
+        println!("deleted objects whose collection waits for a removed peer to be forgotten: {held_up}");
+    }
     println!("anomalies: {}", anomalies.len());
     for anomaly in anomalies {
         println!("  [{}] {}", anomaly.check, anomaly.what);
@@ -159,7 +166,7 @@ fn report(args: &Args, peers: usize, testnet: &Testnet, history: &History, verdi
     }
     let acked = history.ops.iter().filter(|op| op.acked()).count();
     println!(
-        "RESULT scenario={} seed={} ops={} acked={acked} anomalies={} converge_s={} leaked={leaked}",
+        "RESULT scenario={} seed={} ops={} acked={acked} anomalies={} converge_s={} leaked={leaked} held_up={held_up}",
         args.scenario,
         args.seed,
         history.ops.len(),

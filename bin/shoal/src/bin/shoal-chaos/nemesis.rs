@@ -1,8 +1,10 @@
 //! Scenarios: named schedules of faults, each applied through a testnet command and
 //! undone by the heal at the end of the run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use shoal_core::PeerKey;
 
 use crate::history::{AppliedFault, Separation};
 use crate::testnet::Testnet;
@@ -165,7 +167,8 @@ pub struct Nemesis<'a> {
     skewed: BTreeSet<usize>,
     filled: BTreeSet<usize>,
     lossy: BTreeSet<usize>,
-    pub removed: BTreeSet<usize>,
+    /// Peers removed for good, with their keys (they still count for placement checks).
+    pub removed: BTreeMap<usize, PeerKey>,
 }
 
 /// Long enough for a restart to rejoin the network (testnet/start waits up to 90 s).
@@ -184,7 +187,7 @@ impl<'a> Nemesis<'a> {
             skewed: BTreeSet::new(),
             filled: BTreeSet::new(),
             lossy: BTreeSet::new(),
-            removed: BTreeSet::new(),
+            removed: BTreeMap::new(),
         }
     }
 
@@ -220,6 +223,9 @@ impl<'a> Nemesis<'a> {
             Fault::ClearLink(peer) => ("link", vec![peer.to_string(), "--clear".into()]),
             Fault::Add => ("add", vec!["1".into()]),
         };
+        if let Fault::Remove(peer) = fault {
+            self.removed.insert(peer, self.testnet.peer_key(peer).await?);
+        }
         self.testnet.run(command, &args, COMMAND_LIMIT).await?;
         let what = format!("testnet/{command} {}", args.join(" "));
         self.applied.push(AppliedFault { at, what });
@@ -264,10 +270,7 @@ impl<'a> Nemesis<'a> {
             Fault::ClearLink(peer) => {
                 self.lossy.remove(&peer);
             }
-            Fault::Add => {}
-            Fault::Remove(peer) => {
-                self.removed.insert(peer);
-            }
+            Fault::Add | Fault::Remove(_) => {}
         }
         Ok(())
     }
