@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::names::{HybridClock, Version};
+use shoal_core::names::Version;
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Semaphore, watch};
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::calls::Latencies;
-use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks};
+use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks, VERSIONS_RESERVED_META, VersionClock};
 use crate::collect::CollectionWorker;
 use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
@@ -90,7 +90,7 @@ pub(crate) struct Inner<S, N> {
     /// When this peer's store was created: its arrival, as it announces it.
     pub holding_since_ms: u64,
     /// Versions for name writes and uploads coordinated here.
-    pub clock: Mutex<HybridClock>,
+    pub clock: Mutex<VersionClock>,
     /// The other peers' clocks, as measured by repair rounds.
     pub peer_clocks: PeerClocks,
     /// Every task this node runs in the background.
@@ -126,6 +126,13 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             }
         }
+        let versions_reserved = match store.get_meta(VERSIONS_RESERVED_META)? {
+            Some(bytes) => Some(u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
+                let detail = format!("the record {VERSIONS_RESERVED_META:?} is {} bytes, not 8", bytes.len());
+                StoreError::Engine { op: "read how far the clock issued versions", detail }
+            })?)),
+            None => None,
+        };
         let inner = Inner {
             write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor)),
             index: Mutex::new(KeyIndex::new(entries)),
@@ -138,7 +145,7 @@ impl<S: Store, N: Network> Node<S, N> {
             corrupt_in_repair: Mutex::new(HashSet::new()),
             quarantined: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
+            clock: Mutex::new(VersionClock::resume(writer_id(network.local_peer()), versions_reserved)),
             peer_clocks: PeerClocks::default(),
             latencies: Arc::default(),
             whole_network: Mutex::new(None),
@@ -176,7 +183,14 @@ impl<S: Store, N: Network> Node<S, N> {
                 ),
             });
         }
-        Ok(self.inner.clock.lock().expect("never poisoned").tick(self.now_ms()))
+        let store = &self.inner.store;
+        let record = |reserved_ms: u64| store.put_meta(VERSIONS_RESERVED_META, &reserved_ms.to_le_bytes());
+        self.inner.clock.lock().expect("never poisoned").tick(self.now_ms(), record).map_err(|error| {
+            NodeError::Unavailable {
+                what: "a write".to_owned(),
+                failures: format!("cannot record how far this peer's clock has issued versions: {error}"),
+            }
+        })
     }
 
     /// Where items belong among every counted peer, this one included (see

@@ -266,21 +266,58 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut chunk_references = References::of(lease);
         chunk_references.kill(&lease, self.now_ms());
         chunk_references.merge(&References::of(referrer));
-        let chunk_acks = self.refer(&object.chunks, &chunk_references, consistency).await?;
+        let chunk_acks = match self.refer(&object.chunks, &chunk_references, consistency).await {
+            Ok(acks) => acks,
+            Err(error) => return Err(self.abandon(object, referrer, error).await),
+        };
         let mut items = object.items.clone();
         items.push((ItemKey::references(object.id.0), codec::encode(&References::of(referrer)).into()));
         let record_item = (record.key(), Bytes::from(codec::encode(record)));
         let mut replicated = if record.key().id == object.id.0 {
+            // The record rides in this batch: once it is sent, it may be stored somewhere,
+            // so the binding is not abandoned even if the batch fails.
             items.push(record_item);
             self.replicate(items, consistency).await?
         } else {
-            let object_acks = self.replicate(items, consistency).await?.acks;
+            let object_acks = match self.replicate(items, consistency).await {
+                Ok(replicated) => replicated.acks,
+                Err(error) => return Err(self.abandon(object, referrer, error).await),
+            };
             let mut replicated = self.replicate(vec![record_item], consistency).await?;
             replicated.acks = replicated.acks.min(object_acks);
             replicated
         };
         replicated.acks = replicated.acks.min(chunk_acks);
         Ok(replicated)
+    }
+
+    /// A put that fails before it sent its record will never send it: this coordinator
+    /// is the only writer of that version, and issues no version twice (its clock resumes
+    /// past what it reserved, `clock::VersionClock`). So the binding it referred the
+    /// object's chunks and manifest to is dead, and saying so is the positive evidence
+    /// collection needs (otherwise the binding would keep them until the name was written
+    /// again). The death goes to every holder of the chunks (one `Refer` per holder) and of
+    /// the manifest, at ONE: a death wins every merge, so one copy that lands spreads with
+    /// anti-entropy and beats a `Refer` that arrives late. If none lands (this peer is cut
+    /// off, or the put is dropped first), the copies stay, as before. Returns `error`, the
+    /// put's own.
+    async fn abandon(&self, object: &UnboundObject, referrer: Referrer, error: NodeError) -> NodeError {
+        let mut dead = References::of(referrer);
+        dead.kill(&referrer, self.now_ms());
+        let manifest = vec![(ItemKey::references(object.id.0), Bytes::from(codec::encode(&dead)))];
+        let (chunks, manifest) = futures::join!(
+            async {
+                match object.chunks.is_empty() {
+                    true => Ok(0),
+                    false => self.refer(&object.chunks, &dead, Consistency::One).await,
+                }
+            },
+            self.replicate(manifest, Consistency::One)
+        );
+        if let Some(failure) = chunks.err().or(manifest.err()) {
+            tracing::warn!(object = %object.id, "cannot record that a failed put lets its object go: {failure}");
+        }
+        error
     }
 }
 

@@ -224,6 +224,30 @@ async fn a_broken_upload_is_reclaimed_once_its_lease_ends() {
     assert_eq!(chunks(), 0, "reclaimed one grace period after the lease ended");
 }
 
+/// Found by `testnet/chaos --scenario halves`: a named put whose `Refer` reached fewer
+/// holders than its level failed, and the binding it had referred the object to, for a
+/// version it never wrote, kept the chunks and manifest for as long as the name was not
+/// written again. Now the failed put itself records that the binding is dead.
+#[tokio::test(start_paused = true)]
+async fn a_named_put_that_fails_after_referring_its_chunks_is_reclaimed() {
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    cluster.set_fault(1, Fault::RefusesReferences);
+    cluster.set_fault(2, Fault::RefusesReferences);
+    let error = cluster.node(0).put_named("doomed", body(&object(2 * CHUNK_SIZE)), Consistency::Quorum).await;
+    assert!(error.is_err(), "one Refer ack of the two QUORUM needs");
+    cluster.world.faults.lock().unwrap().clear();
+    let kept = || {
+        let keys = cluster.all_keys();
+        keys.iter().filter(|key| matches!(key.kind, ItemKind::Chunk | ItemKind::Manifest)).count()
+    };
+    assert_eq!(kept(), 2, "the chunks are stored, with the lease that kept them");
+    let config = NodeConfig::default();
+    let rounds = (config.upload_lifetime + config.gc_grace).as_secs() / config.gc_interval.as_secs() + 2;
+    cluster.collection_rounds(rounds).await;
+    assert_eq!(kept(), 0, "reclaimed one grace period after the lease ended");
+}
+
 /// Issue 11, from the adversarial review of defect 1's fix: a holder that never got a
 /// put's `Refer` keeps the upload lease alone, and once the two holders that did are
 /// away past their grace period, repair copies that lease-only set to their

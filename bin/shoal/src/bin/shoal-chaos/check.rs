@@ -173,9 +173,10 @@ enum Fate {
     Gone,
     /// Its delete's outcome is unknown: either live or gone.
     Either,
-    /// Put with a name that failed after its chunks were referred to the binding it was
-    /// about to write: kept until the name is written again (a known leak, ARCHITECTURE.md
-    /// "Faults and what holds"), so only counted.
+    /// Put with a name that failed: gone once its lease ends or it recorded that its
+    /// binding is dead, but kept until the name is written again if its coordinator died
+    /// or reached no holder with that death (ARCHITECTURE.md, "Faults and what holds"),
+    /// so only counted.
     MayLeak,
 }
 
