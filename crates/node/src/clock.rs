@@ -13,49 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use shoal_core::PeerKey;
-use shoal_core::names::{HybridClock, MAX_CLOCK_OFFSET_MS, Version};
-
-/// How far past the versions it issues a node records that it may have issued them: a
-/// restart resumes past that record, so a clock stepped back across a restart (an NTP
-/// step, a restored VM) never issues a version twice. A version names the references a
-/// put writes, so issuing one twice could let one put's failure kill another put's
-/// binding. Costs one synced write per this much of the clock's time.
-pub(crate) const VERSIONS_RESERVED_MS: u64 = 10_000;
-/// The store's bookkeeping record of that reservation (ms since the Unix epoch, LE).
-pub(crate) const VERSIONS_RESERVED_META: &str = "versions_reserved_ms";
-
-/// The hybrid clock a node writes versions from, and how far it has reserved them.
-#[derive(Debug)]
-pub(crate) struct VersionClock {
-    clock: HybridClock,
-    reserved_ms: u64,
-}
-
-impl VersionClock {
-    /// A clock that issues only versions past `reserved_ms`, what a previous run recorded.
-    pub fn resume(writer: u64, reserved_ms: Option<u64>) -> Self {
-        let mut clock = HybridClock::new(writer);
-        let reserved_ms = reserved_ms.unwrap_or(0);
-        clock.observe(Version { wall_ms: reserved_ms, logical: 0, writer });
-        Self { clock, reserved_ms }
-    }
-
-    /// The next version, once `record` durably reserved the versions up to it.
-    pub fn tick<E>(&mut self, now_ms: u64, record: impl FnOnce(u64) -> Result<(), E>) -> Result<Version, E> {
-        let version = self.clock.tick(now_ms);
-        if version.wall_ms >= self.reserved_ms {
-            let reserved_ms = version.wall_ms.saturating_add(VERSIONS_RESERVED_MS);
-            record(reserved_ms)?;
-            self.reserved_ms = reserved_ms;
-        }
-        Ok(version)
-    }
-
-    /// Moves the clock past a version seen elsewhere (see [`HybridClock::observe`]).
-    pub fn observe(&mut self, seen: Version) {
-        self.clock.observe(seen);
-    }
-}
+use shoal_core::names::MAX_CLOCK_OFFSET_MS;
 
 /// Milliseconds since the Unix epoch.
 #[cfg(not(test))]
@@ -132,30 +90,6 @@ impl PeerClocks {
         let mut offsets: Vec<i64> = clocks.values().map(|clock| clock.offset_ms).collect();
         offsets.sort_unstable();
         Some(offsets[offsets.len() / 2])
-    }
-}
-
-#[cfg(test)]
-mod version_clock {
-    use super::*;
-
-    #[test]
-    fn a_resumed_clock_issues_only_versions_past_its_reservation() {
-        let mut records = Vec::new();
-        let mut record = |reserved| {
-            records.push(reserved);
-            Ok::<_, ()>(())
-        };
-        let mut clock = VersionClock::resume(7, None);
-        let first = clock.tick(1_000, &mut record).unwrap();
-        clock.tick(1_001, &mut record).unwrap();
-        assert_eq!(records, [1_000 + VERSIONS_RESERVED_MS], "one record, then none within the reservation");
-        // Restarted with the wall clock stepped back to before the first version.
-        let mut resumed = VersionClock::resume(7, records.last().copied());
-        let again = resumed.tick(900, |_| Ok::<_, ()>(())).unwrap();
-        assert!(again > first && again.wall_ms >= 1_000 + VERSIONS_RESERVED_MS, "{again}");
-        let mut failing = VersionClock::resume(7, None);
-        assert!(failing.tick(1_000, |_| Err("disk full")).is_err(), "no version without its reservation");
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::names::Version;
+use shoal_core::names::{HybridClock, Version};
 use shoal_core::{ItemKey, ItemKind, PeerKey};
 use shoal_store::{Store, StoreError};
 use tokio::sync::{Semaphore, watch};
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::calls::Latencies;
-use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks, VERSIONS_RESERVED_META, VersionClock};
+use crate::clock::{CLOCK_OFFSET_LIMIT_MS, PeerClock, PeerClocks};
 use crate::collect::CollectionWorker;
 use crate::index::{Entry, KeyIndex};
 use crate::membership::Membership;
@@ -30,9 +30,15 @@ const KEY_LOCK_STRIPES: usize = 64;
 /// How long a lookup that found every reachable peer stands in for new lookups.
 const WHOLE_NETWORK_TTL: Duration = Duration::from_secs(2);
 
-/// This peer's tie-breaker in versions: 8 bytes of its id's hash.
+/// This run's tie-breaker in versions: random at every start. A version names one write
+/// (the references a put writes name it), so no run may issue a version an earlier one
+/// did, whatever the clock does across a restart: stepped back, restored with the store
+/// from a snapshot, or an identity copied to a second machine. The same clock time in
+/// two runs still gives two versions; their order is the protocol's to decide, as
+/// between two peers.
 fn writer_id(peer: &PeerKey) -> u64 {
-    u64::from_be_bytes(peer.key_hash().as_bytes()[..8].try_into().expect("8 of 32 bytes"))
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(peer.as_bytes())
 }
 
 /// What a node reports about itself.
@@ -90,7 +96,7 @@ pub(crate) struct Inner<S, N> {
     /// When this peer's store was created: its arrival, as it announces it.
     pub holding_since_ms: u64,
     /// Versions for name writes and uploads coordinated here.
-    pub clock: Mutex<VersionClock>,
+    pub clock: Mutex<HybridClock>,
     /// The other peers' clocks, as measured by repair rounds.
     pub peer_clocks: PeerClocks,
     /// Every task this node runs in the background.
@@ -126,13 +132,6 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             }
         }
-        let versions_reserved = match store.get_meta(VERSIONS_RESERVED_META)? {
-            Some(bytes) => Some(u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
-                let detail = format!("the record {VERSIONS_RESERVED_META:?} is {} bytes, not 8", bytes.len());
-                StoreError::Engine { op: "read how far the clock issued versions", detail }
-            })?)),
-            None => None,
-        };
         let inner = Inner {
             write_slots: Arc::new(Semaphore::new(config.chunks_in_flight * config.replication_factor)),
             index: Mutex::new(KeyIndex::new(entries)),
@@ -145,7 +144,7 @@ impl<S: Store, N: Network> Node<S, N> {
             corrupt_in_repair: Mutex::new(HashSet::new()),
             quarantined: Mutex::new(HashSet::new()),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            clock: Mutex::new(VersionClock::resume(writer_id(network.local_peer()), versions_reserved)),
+            clock: Mutex::new(HybridClock::new(writer_id(network.local_peer()))),
             peer_clocks: PeerClocks::default(),
             latencies: Arc::default(),
             whole_network: Mutex::new(None),
@@ -183,14 +182,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 ),
             });
         }
-        let store = &self.inner.store;
-        let record = |reserved_ms: u64| store.put_meta(VERSIONS_RESERVED_META, &reserved_ms.to_le_bytes());
-        self.inner.clock.lock().expect("never poisoned").tick(self.now_ms(), record).map_err(|error| {
-            NodeError::Unavailable {
-                what: "a write".to_owned(),
-                failures: format!("cannot record how far this peer's clock has issued versions: {error}"),
-            }
-        })
+        Ok(self.inner.clock.lock().expect("never poisoned").tick(self.now_ms()))
     }
 
     /// Where items belong among every counted peer, this one included (see
