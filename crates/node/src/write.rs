@@ -292,8 +292,8 @@ impl<S: Store, N: Network> Node<S, N> {
     }
 
     /// A put that fails before it sent its record will never send it: this coordinator
-    /// is the only writer of that version, and issues no version twice (its clock resumes
-    /// past what it reserved, `clock::VersionClock`). So the binding it referred the
+    /// is the only writer of that version, and no run issues a version twice (the writer
+    /// part of versions is random at every start, `node::writer_id`). So the binding it referred the
     /// object's chunks and manifest to is dead, and saying so is the positive evidence
     /// collection needs (otherwise the binding would keep them until the name was written
     /// again). The death goes to every holder of the chunks (one `Refer` per holder) and of
