@@ -293,14 +293,14 @@ impl<S: Store, N: Network> Node<S, N> {
 
     /// A put that fails before it sent its record will never send it: this coordinator
     /// is the only writer of that version, and no run issues a version twice (the writer
-    /// part of versions is random at every start, `node::writer_id`). So the binding it referred the
-    /// object's chunks and manifest to is dead, and saying so is the positive evidence
-    /// collection needs (otherwise the binding would keep them until the name was written
-    /// again). The death goes to every holder of the chunks (one `Refer` per holder) and of
-    /// the manifest, at ONE: a death wins every merge, so one copy that lands spreads with
-    /// anti-entropy and beats a `Refer` that arrives late. If none lands (this peer is cut
-    /// off, or the put is dropped first), the copies stay, as before. Returns `error`, the
-    /// put's own.
+    /// part of versions is random at every start, `node::writer_id`). So the binding it
+    /// referred the object's chunks and manifest to is dead, and saying so is the positive
+    /// evidence collection needs (otherwise the binding would keep them until the name was
+    /// written again). The death goes to every holder of the chunks (one `Refer` per
+    /// holder) and of the manifest, at ONE: a death wins every merge, so one copy that
+    /// lands spreads with anti-entropy and beats a `Refer` that arrives late. If none lands
+    /// (this peer is cut off, or the put is dropped first), the copies stay, as before.
+    /// Returns `error`, the put's own.
     async fn abandon(&self, object: &UnboundObject, referrer: Referrer, error: NodeError) -> NodeError {
         let mut dead = References::of(referrer);
         dead.kill(&referrer, self.now_ms());
