@@ -28,6 +28,8 @@ enum Fault {
     RefusesChunks,
     /// Fails every `Refer`.
     RefusesReferences,
+    /// Fails every store of a manifest.
+    RefusesManifests,
     /// Takes requests and never answers them, as a peer whose process is stopped does.
     Silent,
 }
@@ -111,6 +113,9 @@ impl Network for FakeNetwork {
             self.world.store_batches.lock().unwrap().push(items.iter().map(|(key, _)| key.kind).collect());
             if fault == Some(Fault::RefusesChunks) && items.iter().any(|(key, _)| key.kind == ItemKind::Chunk) {
                 return Ok(Response::Failed("no space left for chunks".into()));
+            }
+            if fault == Some(Fault::RefusesManifests) && items.iter().any(|(key, _)| key.kind == ItemKind::Manifest) {
+                return Ok(Response::Failed("cannot write manifests".into()));
             }
         }
         if fault == Some(Fault::RefusesReferences) && matches!(request, Request::Refer { .. }) {

@@ -248,6 +248,28 @@ async fn a_named_put_that_fails_after_referring_its_chunks_is_reclaimed() {
     assert_eq!(kept(), 0, "reclaimed one grace period after the lease ended");
 }
 
+/// The same when the put fails later, at its manifest batch: its chunks were referred to
+/// the binding on every holder, and one holder keeps the manifest it stored.
+#[tokio::test(start_paused = true)]
+async fn a_named_put_that_fails_at_its_manifest_is_reclaimed() {
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    cluster.set_fault(1, Fault::RefusesManifests);
+    cluster.set_fault(2, Fault::RefusesManifests);
+    let error = cluster.node(0).put_named("doomed", body(&object(2 * CHUNK_SIZE)), Consistency::Quorum).await;
+    assert!(error.is_err(), "one manifest ack of the two QUORUM needs");
+    cluster.world.faults.lock().unwrap().clear();
+    let kept = || {
+        let keys = cluster.all_keys();
+        keys.iter().filter(|key| matches!(key.kind, ItemKind::Chunk | ItemKind::Manifest)).count()
+    };
+    assert_eq!(kept(), 3, "two chunks, and the manifest on the one holder that took it");
+    let config = NodeConfig::default();
+    let rounds = config.gc_grace.as_secs() / config.gc_interval.as_secs() + 2;
+    cluster.collection_rounds(rounds).await;
+    assert_eq!(kept(), 0, "reclaimed one grace period after the failed put");
+}
+
 /// Issue 11, from the adversarial review of defect 1's fix: a holder that never got a
 /// put's `Refer` keeps the upload lease alone, and once the two holders that did are
 /// away past their grace period, repair copies that lease-only set to their
