@@ -224,50 +224,41 @@ async fn a_broken_upload_is_reclaimed_once_its_lease_ends() {
     assert_eq!(chunks(), 0, "reclaimed one grace period after the lease ended");
 }
 
+/// A QUORUM named put of two chunks on 3 peers, two of which have `fault`: it fails, and
+/// leaves `kept` chunks and manifests, which are gone `wait` after the faults clear.
+async fn a_failed_put_is_reclaimed(fault: Fault, kept: usize, wait: Duration) {
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    cluster.set_fault(1, fault);
+    cluster.set_fault(2, fault);
+    let error = cluster.node(0).put_named("doomed", body(&object(2 * CHUNK_SIZE)), Consistency::Quorum).await;
+    assert!(error.is_err(), "one ack of the two QUORUM needs");
+    cluster.world.faults.lock().unwrap().clear();
+    let left = || {
+        let keys = cluster.all_keys();
+        keys.iter().filter(|key| matches!(key.kind, ItemKind::Chunk | ItemKind::Manifest)).count()
+    };
+    assert_eq!(left(), kept);
+    cluster.collection_rounds(wait.as_secs() / NodeConfig::default().gc_interval.as_secs() + 2).await;
+    assert_eq!(left(), 0, "reclaimed one grace period after nothing kept them");
+}
+
 /// Found by `testnet/chaos --scenario halves`: a named put whose `Refer` reached fewer
 /// holders than its level failed, and the binding it had referred the object to, for a
 /// version it never wrote, kept the chunks and manifest for as long as the name was not
 /// written again. Now the failed put itself records that the binding is dead.
 #[tokio::test(start_paused = true)]
 async fn a_named_put_that_fails_after_referring_its_chunks_is_reclaimed() {
-    let cluster = Cluster::new(3);
-    cluster.connect_all();
-    cluster.set_fault(1, Fault::RefusesReferences);
-    cluster.set_fault(2, Fault::RefusesReferences);
-    let error = cluster.node(0).put_named("doomed", body(&object(2 * CHUNK_SIZE)), Consistency::Quorum).await;
-    assert!(error.is_err(), "one Refer ack of the two QUORUM needs");
-    cluster.world.faults.lock().unwrap().clear();
-    let kept = || {
-        let keys = cluster.all_keys();
-        keys.iter().filter(|key| matches!(key.kind, ItemKind::Chunk | ItemKind::Manifest)).count()
-    };
-    assert_eq!(kept(), 2, "the chunks are stored, with the lease that kept them");
+    // The chunks, whose lease keeps them until it ends.
     let config = NodeConfig::default();
-    let rounds = (config.upload_lifetime + config.gc_grace).as_secs() / config.gc_interval.as_secs() + 2;
-    cluster.collection_rounds(rounds).await;
-    assert_eq!(kept(), 0, "reclaimed one grace period after the lease ended");
+    a_failed_put_is_reclaimed(Fault::RefusesReferences, 2, config.upload_lifetime + config.gc_grace).await;
 }
 
 /// The same when the put fails later, at its manifest batch: its chunks were referred to
 /// the binding on every holder, and one holder keeps the manifest it stored.
 #[tokio::test(start_paused = true)]
 async fn a_named_put_that_fails_at_its_manifest_is_reclaimed() {
-    let cluster = Cluster::new(3);
-    cluster.connect_all();
-    cluster.set_fault(1, Fault::RefusesManifests);
-    cluster.set_fault(2, Fault::RefusesManifests);
-    let error = cluster.node(0).put_named("doomed", body(&object(2 * CHUNK_SIZE)), Consistency::Quorum).await;
-    assert!(error.is_err(), "one manifest ack of the two QUORUM needs");
-    cluster.world.faults.lock().unwrap().clear();
-    let kept = || {
-        let keys = cluster.all_keys();
-        keys.iter().filter(|key| matches!(key.kind, ItemKind::Chunk | ItemKind::Manifest)).count()
-    };
-    assert_eq!(kept(), 3, "two chunks, and the manifest on the one holder that took it");
-    let config = NodeConfig::default();
-    let rounds = config.gc_grace.as_secs() / config.gc_interval.as_secs() + 2;
-    cluster.collection_rounds(rounds).await;
-    assert_eq!(kept(), 0, "reclaimed one grace period after the failed put");
+    a_failed_put_is_reclaimed(Fault::RefusesManifests, 3, NodeConfig::default().gc_grace).await;
 }
 
 /// Issue 11, from the adversarial review of defect 1's fix: a holder that never got a
