@@ -135,10 +135,12 @@ bootstrap_for() {
   echo "${addrs[*]}"
 }
 
-# Starts peer $1 in the background. Failure detection, anti-entropy and collection run on
-# short timers here (override with SHOAL_FAILURE_GRACE_MS, SHOAL_ANTI_ENTROPY_INTERVAL_MS,
-# SHOAL_GC_GRACE_MS, SHOAL_GC_INTERVAL_MS), and fault injection is on, for churn, repair
-# and deletion experiments.
+# Starts peer $1 in the background: on its ports of 127.0.0.1, or on a testnet of hosts in
+# its namespace, on 0.0.0.0 and announcing its host's address. Failure detection,
+# anti-entropy and collection run on short timers here (override with
+# SHOAL_FAILURE_GRACE_MS, SHOAL_ANTI_ENTROPY_INTERVAL_MS, SHOAL_GC_GRACE_MS,
+# SHOAL_GC_INTERVAL_MS), and fault injection is on, for churn, repair, deletion and clock
+# experiments (testnet/skew's offset is kept in peerI/clock_skew_ms).
 start_peer() {
   local i=$1 dir data base where=() addrs=()
   dir=$(peer_dir "$i")

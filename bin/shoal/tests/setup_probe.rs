@@ -1,18 +1,25 @@
-//! The README's commands install what building needs on a fresh Debian machine. Their
-//! probe (`missing_system_packages` in `testnet/lib.sh`) runs here against file trees laid
-//! out like such machines, not against this one's, whatever it has installed.
+//! The README's commands install what building needs on a fresh Debian machine, and the
+//! test suite what its testnet of hosts needs. Their probes (`missing_system_packages`,
+//! `missing_host_packages` in `testnet/lib.sh`) run here against file trees laid out like
+//! such machines, not against this one's, whatever it has installed.
 
 use std::path::Path;
 use std::process::Command;
 
-/// What the probe asks apt-get for on a machine whose root is `root`.
+/// What the build's probe asks apt-get for on a machine whose root is `root`.
 fn missing(root: &Path) -> Vec<String> {
+    probe("missing_system_packages", root)
+}
+
+/// What `probe` asks apt-get for on a machine whose root is `root`.
+fn probe(probe: &str, root: &Path) -> Vec<String> {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testnet/lib.sh");
     let output = Command::new("bash")
         .arg("-c")
-        .arg(r#"source "$1" && missing_system_packages "$2""#)
+        .arg(r#"source "$1" && "$2" "$3""#)
         .arg("probe")
         .arg(lib)
+        .arg(probe)
         .arg(root)
         .output()
         .unwrap();
@@ -26,7 +33,7 @@ fn tree(files: &[&str]) -> tempfile::TempDir {
         let path = root.path().join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"").unwrap();
-        if file.contains("/bin/") {
+        if file.contains("bin/") {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         }
     }
@@ -69,4 +76,15 @@ fn after_the_install_nothing_is_missing() {
 fn a_machine_without_a_cpp_compiler_gets_g_plus_plus() {
     let root = tree(&["usr/bin/clang", "usr/lib/llvm-14/lib/libclang.so"]);
     assert_eq!(missing(root.path()), ["g++"]);
+}
+
+#[test]
+fn a_fresh_image_gets_iptables_for_the_testnet_of_hosts() {
+    // The fresh image has iproute2 (`ip` in /usr/sbin and /usr/bin) and no iptables.
+    let fresh = tree(&[FRESH_IMAGE, &["usr/sbin/ip", "usr/bin/ip"]].concat());
+    assert_eq!(probe("missing_host_packages", fresh.path()), ["iptables"]);
+    let installed = tree(&[FRESH_IMAGE, &["usr/sbin/ip", "usr/sbin/iptables"]].concat());
+    assert!(probe("missing_host_packages", installed.path()).is_empty());
+    let bare = tree(FRESH_IMAGE);
+    assert_eq!(probe("missing_host_packages", bare.path()), ["iproute2", "iptables"]);
 }

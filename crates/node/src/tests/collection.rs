@@ -261,6 +261,31 @@ async fn a_named_put_that_fails_at_its_manifest_is_reclaimed() {
     a_failed_put_is_reclaimed(Fault::RefusesManifests, 3, NodeConfig::default().gc_grace).await;
 }
 
+/// An abandon kills only its own put's binding: an acknowledged object with the same
+/// bytes, under another name, keeps every chunk through the failed put's reclamation.
+#[tokio::test(start_paused = true)]
+async fn a_failed_put_of_the_same_bytes_leaves_the_acknowledged_object_whole() {
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    let bytes = object(2 * CHUNK_SIZE);
+    let (kept, _) = cluster.node(0).put_named("kept", body(&bytes), Consistency::All).await.unwrap();
+    cluster.set_fault(1, Fault::RefusesReferences);
+    cluster.set_fault(2, Fault::RefusesReferences);
+    cluster.node(0).put_named("doomed", body(&bytes), Consistency::Quorum).await.unwrap_err();
+    cluster.world.faults.lock().unwrap().clear();
+    let config = NodeConfig::default();
+    cluster
+        .collection_rounds((config.upload_lifetime + config.gc_grace).as_secs() / config.gc_interval.as_secs() + 2)
+        .await;
+    for index in 0..3 {
+        assert_eq!(get_all(&cluster.node(index), kept.id).await.unwrap(), bytes, "through peer {index}");
+    }
+    let manifest = cluster.node(0).manifest(kept.id).await.unwrap();
+    for chunk in &manifest.chunks {
+        assert_eq!(cluster.holders(&ItemKey::chunk(chunk.id)).len(), 3, "a chunk lost a copy");
+    }
+}
+
 /// Issue 11, from the adversarial review of defect 1's fix: a holder that never got a
 /// put's `Refer` keeps the upload lease alone, and once the two holders that did are
 /// away past their grace period, repair copies that lease-only set to their

@@ -118,7 +118,7 @@ pub fn short(id: &ObjectId) -> String {
     id.to_string()[..12].to_owned()
 }
 
-/// A fault as applied: when, what, and until when it lasted (`None`: to the heal).
+/// A fault as applied: when, and the command that applied it.
 #[derive(Debug, Clone)]
 pub struct AppliedFault {
     pub at: Duration,

@@ -162,11 +162,8 @@ pub struct Nemesis<'a> {
     pub applied: Vec<AppliedFault>,
     pub separations: Vec<Separation>,
     separated_since: Option<Duration>,
-    killed: BTreeSet<usize>,
-    paused: BTreeSet<usize>,
-    skewed: BTreeSet<usize>,
-    filled: BTreeSet<usize>,
-    lossy: BTreeSet<usize>,
+    /// What the heal must still undo, in the order the faults came.
+    undo: Vec<Fault>,
     /// Peers removed for good, with their keys (they still count for placement checks).
     pub removed: BTreeMap<usize, PeerKey>,
 }
@@ -182,11 +179,7 @@ impl<'a> Nemesis<'a> {
             applied: Vec::new(),
             separations: Vec::new(),
             separated_since: None,
-            killed: BTreeSet::new(),
-            paused: BTreeSet::new(),
-            skewed: BTreeSet::new(),
-            filled: BTreeSet::new(),
-            lossy: BTreeSet::new(),
+            undo: Vec::new(),
             removed: BTreeMap::new(),
         }
     }
@@ -237,61 +230,38 @@ impl<'a> Nemesis<'a> {
                 if let Some(from) = self.separated_since.take() {
                     self.separations.push(Separation { from, to: self.start.elapsed() });
                 }
-                self.lossy.clear();
             }
-            Fault::Kill(peer) => {
-                self.killed.insert(peer);
-            }
-            Fault::Start(peer) => {
-                self.killed.remove(&peer);
-            }
-            Fault::Pause(peer) => {
-                self.paused.insert(peer);
-            }
-            Fault::Resume(peer) => {
-                self.paused.remove(&peer);
-            }
-            Fault::Skew(peer, ms) => {
-                if ms == 0 {
-                    self.skewed.remove(&peer)
-                } else {
-                    self.skewed.insert(peer)
-                };
-            }
-            Fault::Fill(peer) => {
-                self.filled.insert(peer);
-            }
-            Fault::Unfill(peer) => {
-                self.filled.remove(&peer);
-            }
-            Fault::Lossy(peer) => {
-                self.lossy.insert(peer);
-            }
-            Fault::ClearLink(peer) => {
-                self.lossy.remove(&peer);
-            }
-            Fault::Add | Fault::Remove(_) => {}
+            _ => {}
+        }
+        self.undo.retain(|pending| *pending != fault);
+        if let Some(undo) = undoing(&fault)
+            && !self.undo.contains(&undo)
+        {
+            self.undo.push(undo);
         }
         Ok(())
     }
 
     /// Undoes every fault still in force, but removals: the network heals.
     pub async fn heal_all(&mut self) -> anyhow::Result<()> {
+        // Heal clears every network fault, link faults included.
         if self.testnet.hosts() {
             self.apply(Fault::Heal).await?;
         }
-        for peer in std::mem::take(&mut self.paused) {
-            self.apply(Fault::Resume(peer)).await?;
-        }
-        for peer in std::mem::take(&mut self.filled) {
-            self.apply(Fault::Unfill(peer)).await?;
-        }
-        for peer in std::mem::take(&mut self.killed) {
-            self.apply(Fault::Start(peer)).await?;
-        }
-        for peer in std::mem::take(&mut self.skewed) {
-            self.apply(Fault::Skew(peer, 0)).await?;
+        for undo in std::mem::take(&mut self.undo) {
+            self.apply(undo).await?;
         }
         Ok(())
+    }
+}
+
+/// The fault that undoes `fault`, for those only a command of their own undoes.
+fn undoing(fault: &Fault) -> Option<Fault> {
+    match *fault {
+        Fault::Kill(peer) => Some(Fault::Start(peer)),
+        Fault::Pause(peer) => Some(Fault::Resume(peer)),
+        Fault::Skew(peer, ms) if ms != 0 => Some(Fault::Skew(peer, 0)),
+        Fault::Fill(peer) => Some(Fault::Unfill(peer)),
+        _ => None,
     }
 }

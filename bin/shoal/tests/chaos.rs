@@ -1,6 +1,8 @@
-//! Testnets of hosts: peers in network namespaces of their own, the fault commands, and
-//! one short seeded chaos run (`testnet/chaos`), the CI share of the fault harness.
-//! Skipped, saying so, where network namespaces cannot be made (not root, no `ip netns`).
+//! The fault harness in the suite: a testnet of hosts (peers in network namespaces of
+//! their own) and the fault commands, one short seeded chaos run on hosts
+//! (`testnet/chaos`), and one on 127.0.0.1 with peers killed and restarted, which runs
+//! everywhere. The tests on hosts are skipped, saying so, where network namespaces cannot
+//! be made (not root, no `ip netns`).
 
 mod common;
 
@@ -9,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Whether this machine lets a test make network namespaces.
+/// Whether this machine lets `test` make network namespaces.
 fn namespaces_available(test: &str) -> bool {
-    let probe = format!("shoal-probe-{}-{}", std::process::id(), test.len());
+    let probe = format!("shoal-probe-{}-{test}", std::process::id());
     let made = Command::new("ip").args(["netns", "add", &probe]).output().is_ok_and(|o| o.status.success());
     if made {
         let _ = Command::new("ip").args(["netns", "del", &probe]).output();
@@ -41,7 +43,7 @@ fn listed(command: &[&str], pattern: &str) -> bool {
 
 #[test]
 fn hosts_have_their_own_addresses_faults_cut_them_and_down_leaves_nothing() {
-    if !namespaces_available("hosts_have_their_own_addresses") {
+    if !namespaces_available("hosts") {
         return;
     }
     let testnet = Testnet::up_hosts(3);
@@ -83,8 +85,8 @@ fn hosts_have_their_own_addresses_faults_cut_them_and_down_leaves_nothing() {
 }
 
 #[test]
-fn a_short_seeded_chaos_run_finds_no_anomaly() {
-    if !namespaces_available("a_short_seeded_chaos_run_finds_no_anomaly") {
+fn a_short_seeded_chaos_run_on_hosts_finds_no_anomaly() {
+    if !namespaces_available("chaos") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +96,27 @@ fn a_short_seeded_chaos_run_finds_no_anomaly() {
             .args(["--scenario", "mixed", "--secs", "45", "--peers", "4", "--first-seed", &seed])
             .env("SHOAL_TESTNET_DIR", dir.path().join("testnet"))
             .env("SHOAL_BIN_DIR", bin_dir()),
+        Duration::from_secs(600),
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{report}");
+    assert!(output.status.success(), "chaos run failed: {report}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("anomalies: 0"), "{report}");
+}
+
+/// QUORUM names and objects through R-1 peers killed and restarted, on 127.0.0.1: the same
+/// workload and checker as on hosts, where no namespace is needed.
+#[test]
+fn a_seeded_run_with_peers_killed_on_loopback_finds_no_anomaly() {
+    let testnet = Testnet::up_with(5, &[("SHOAL_UPLOAD_LIFETIME_SECS", "30")]);
+    let seed = std::env::var("SHOAL_CHAOS_SEED").unwrap_or_else(|_| "1".into());
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_shoal-chaos"))
+            .args(["--scripts", repo().join("testnet").to_str().unwrap()])
+            .args(["--scenario", "kill", "--secs", "30", "--seed", &seed])
+            .env("SHOAL_TESTNET_DIR", testnet.dir())
+            .env("SHOAL_BIN_DIR", bin_dir())
+            .env("SHOAL_UPLOAD_LIFETIME_SECS", "30"),
         Duration::from_secs(600),
     );
     let report = String::from_utf8_lossy(&output.stdout);
