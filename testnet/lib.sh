@@ -135,6 +135,9 @@ bootstrap_for() {
   echo "${addrs[*]}"
 }
 
+# The key of a private testnet (testnet/up --private); an open one has none.
+network_key() { echo "$TESTNET_DIR/swarm.key"; }
+
 # Starts peer $1 in the background: on its ports of 127.0.0.1, or on a testnet of hosts in
 # its namespace, on 0.0.0.0 and announcing its host's address. Failure detection,
 # anti-entropy and collection run on short timers here (override with
@@ -142,7 +145,7 @@ bootstrap_for() {
 # SHOAL_GC_INTERVAL_MS), and fault injection is on, for churn, repair, deletion and clock
 # experiments (testnet/skew's offset is kept in peerI/clock_skew_ms).
 start_peer() {
-  local i=$1 dir data base where=() addrs=()
+  local i=$1 dir data base where=() addrs=() key=()
   dir=$(peer_dir "$i")
   data=$(data_dir "$i")
   mkdir -p "$dir"
@@ -156,13 +159,14 @@ start_peer() {
     base=$(cat "$TESTNET_DIR/ports_base")
     addrs=(--listen "/ip4/127.0.0.1/tcp/$((base + 2 * i + 1))" --api-addr "127.0.0.1:$((base + 2 * i))")
   fi
+  [[ -f $(network_key) ]] && key=(--network-key "$(network_key)")
   rm -f "$data/api.url" "$data/p2p.addrs"
   SHOAL_LOG=${SHOAL_LOG:-info} \
     SHOAL_FAILURE_GRACE_MS=${SHOAL_FAILURE_GRACE_MS:-2000} \
     SHOAL_ANTI_ENTROPY_INTERVAL_MS=${SHOAL_ANTI_ENTROPY_INTERVAL_MS:-1000} \
     SHOAL_GC_GRACE_MS=${SHOAL_GC_GRACE_MS:-10000} SHOAL_GC_INTERVAL_MS=${SHOAL_GC_INTERVAL_MS:-1000} \
     SHOAL_CLOCK_SKEW_MS=$(cat "$dir/clock_skew_ms" 2>/dev/null || echo 0) \
-    "${where[@]}" setsid "$BIN_DIR/shoald" --data-dir "$data" --fault-injection "${addrs[@]}" \
+    "${where[@]}" setsid "$BIN_DIR/shoald" --data-dir "$data" --fault-injection "${addrs[@]}" "${key[@]}" \
     --bootstrap "$(bootstrap_for "$i")" >>"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
 }

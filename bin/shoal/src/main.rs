@@ -319,6 +319,13 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     println!("replication factor {}", status.replication_factor);
     println!("routing table      {} peers", status.network.routing_table_peers);
     println!("connected          {} peers", status.network.peers_connected);
+    match &status.network.network_key {
+        Some(fingerprint) => println!("network            private, key fingerprint {fingerprint}"),
+        None => println!("network            open: any libp2p peer may join"),
+    }
+    if status.network.handshakes_failed > 0 {
+        println!("failed handshakes  {} (peers without this network's key?)", status.network.handshakes_failed);
+    }
     println!("stored             {} items, {} bytes", status.items_stored, status.bytes_stored);
     let full = if status.disk_full { " (full: writes refused)" } else { "" };
     println!("disk               {} bytes free{full}", status.disk_free_bytes);

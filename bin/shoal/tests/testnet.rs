@@ -191,3 +191,26 @@ fn a_listing_a_peer_did_not_answer_fails_and_names_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_private_testnet_shares_one_key_and_a_restarted_peer_takes_it_again() {
+    let testnet = Testnet::up_private(3);
+    let key = std::fs::read_to_string(testnet.dir().join("swarm.key")).unwrap();
+    assert!(key.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"), "{key}");
+    let status = |peer| -> serde_json::Value {
+        serde_json::from_str(&stdout(&testnet.shoal(peer, &["status", "--json"]))).unwrap()
+    };
+    let fingerprint = status(1)["network_key"].clone();
+    assert!(fingerprint.is_string(), "{fingerprint}");
+    assert!((2..=3).all(|peer| status(peer)["network_key"] == fingerprint));
+    assert!(stdout(&testnet.shoal(1, &["status"])).contains("network            private, key fingerprint"));
+
+    testnet.run("kill", &["2"]);
+    testnet.run("start", &["2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(2)["peers_connected"] != 2 {
+        assert!(Instant::now() < deadline, "the restarted peer did not rejoin in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(status(2)["network_key"], fingerprint);
+}

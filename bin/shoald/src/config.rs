@@ -13,6 +13,8 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(name = "shoald", version, about)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with any of the settings below (flags and environment win over it).
     #[arg(long, env = "SHOAL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -29,6 +31,10 @@ pub struct Args {
     /// /ip4/203.0.113.7/tcp/4001; when given, only these are announced.
     #[arg(long = "external-addr", env = "SHOAL_EXTERNAL_ADDR", value_delimiter = ',')]
     pub external_addrs: Vec<String>,
+    /// The private network's key (a swarm.key file, made by `shoald keygen`); peers
+    /// without it cannot connect. Without one the network is open to any libp2p peer.
+    #[arg(long, env = "SHOAL_NETWORK_KEY")]
+    pub network_key: Option<PathBuf>,
     /// Address of the HTTP API.
     #[arg(long, env = "SHOAL_API_ADDR")]
     pub api_addr: Option<SocketAddr>,
@@ -62,6 +68,13 @@ pub struct Args {
     pub clock_skew_ms: Option<i64>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Write a new network key to FILE (never over an existing one), for every peer of a
+    /// private network to take as --network-key.
+    Keygen { file: PathBuf },
+}
+
 /// Every setting, with its default. Unknown keys in the TOML file are errors, so a typo
 /// never silently falls back to a default.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +84,7 @@ pub struct Config {
     pub listen: Vec<String>,
     pub bootstrap: Vec<String>,
     pub external_addrs: Vec<String>,
+    pub network_key: Option<PathBuf>,
     pub api_addr: SocketAddr,
     pub replication_factor: usize,
     pub chunks_in_flight: usize,
@@ -106,6 +120,7 @@ impl Default for Config {
             listen: vec!["/ip4/0.0.0.0/tcp/4001".into()],
             bootstrap: Vec::new(),
             external_addrs: Vec::new(),
+            network_key: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
             replication_factor: node.replication_factor,
             chunks_in_flight: node.chunks_in_flight,
@@ -147,6 +162,9 @@ impl Config {
         }
         if !args.external_addrs.is_empty() {
             config.external_addrs = args.external_addrs;
+        }
+        if let Some(key) = args.network_key {
+            config.network_key = Some(key);
         }
         if let Some(addr) = args.api_addr {
             config.api_addr = addr;
@@ -197,6 +215,15 @@ impl Config {
         Ok(())
     }
 
+    /// Whether every libp2p listen address is a loopback one (`/ip4/127.…`, `/ip6/::1`),
+    /// so no other machine can reach this peer.
+    pub fn listens_on_loopback_only(&self) -> bool {
+        self.listen.iter().all(|addr| {
+            let ip = addr.split('/').nth(2).and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+            ip.is_some_and(|ip| ip.is_loopback())
+        })
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
@@ -234,11 +261,13 @@ mod tests {
     fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shoald.toml");
-        std::fs::write(&path, "replication_factor = 5\napi_addr = \"127.0.0.1:9000\"\n").unwrap();
+        let text = "replication_factor = 5\napi_addr = \"127.0.0.1:9000\"\nnetwork_key = \"/etc/shoal/swarm.key\"\n";
+        std::fs::write(&path, text).unwrap();
         let config =
             Config::from_args(args(&["--config", path.to_str().unwrap(), "--replication-factor", "2"])).unwrap();
         assert_eq!(config.replication_factor, 2);
         assert_eq!(config.api_addr.port(), 9000);
+        assert_eq!(config.network_key.as_deref(), Some(Path::new("/etc/shoal/swarm.key")));
     }
 
     #[test]
@@ -260,6 +289,15 @@ mod tests {
         std::fs::write(&path, "clock_skew_ms = 5000\n").unwrap();
         let error = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
         assert_eq!(error, "clock_skew_ms needs fault_injection");
+    }
+
+    #[test]
+    fn only_loopback_listen_addresses_keep_an_open_network_to_this_machine() {
+        let listening = |addrs: &[&str]| Config::from_args(args(&["--listen", &addrs.join(",")])).unwrap();
+        assert!(listening(&["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/4001"]).listens_on_loopback_only());
+        assert!(!listening(&["/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/4001"]).listens_on_loopback_only());
+        assert!(!listening(&["/dns4/localhost/tcp/4001"]).listens_on_loopback_only());
+        assert!(!Config::default().listens_on_loopback_only());
     }
 
     #[test]

@@ -35,6 +35,7 @@ impl Daemon {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let data_dir = DataDir::lock(&config.data_dir)?;
         let identity = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
+        let network_key = config.network_key.as_deref().map(shoal_net::NetworkKey::load).transpose()?;
         let store = RocksStore::open_with_reserve(&data_dir.join("store"), config.min_free_bytes)
             .context("cannot open the store")?;
         // Logged after the store opened, so an error before it (a data dir in use, a bad
@@ -53,6 +54,7 @@ impl Daemon {
         net_config.external = config.external_addrs.clone();
         net_config.request_timeout = config.request_timeout();
         net_config.max_inbound_connections = config.max_inbound_connections;
+        net_config.network_key = network_key;
         let network = shoal_net::start(net_config).await?;
         let network_status = network.client.status().await?;
         // Building the index reads every key: off the async workers.
@@ -67,6 +69,15 @@ impl Daemon {
         data_dir.publish("api.url", &format!("{api_url}\n"))?;
         data_dir.publish("p2p.addrs", &(network_status.announced_addrs.join("\n") + "\n"))?;
         info!(peer = %network_status.peer_id, api = %api_url, addrs = ?network_status.announced_addrs, "shoald started");
+        match &network_key {
+            Some(key) => info!(fingerprint = %key.fingerprint(), "private network: only peers with its key connect"),
+            None if !config.listens_on_loopback_only() => warn!(
+                "THIS NETWORK IS OPEN: any libp2p peer that reaches {:?} joins it and can read, write and delete \
+                 every object; give every peer the same --network-key (shoald keygen FILE makes one)",
+                config.listen
+            ),
+            None => {}
+        }
 
         let (shutdown, shutdown_rx) = oneshot::channel();
         node.start();

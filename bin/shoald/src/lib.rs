@@ -7,5 +7,5 @@ mod data_dir;
 pub mod limits;
 mod network;
 
-pub use config::{Args, Config};
+pub use config::{Args, Command, Config};
 pub use daemon::Daemon;

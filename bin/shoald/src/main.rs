@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shoald::{Args, Config, Daemon};
+use shoald::{Args, Command, Config, Daemon};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -20,12 +20,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(mut args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Keygen { file }) = args.command.take() {
+        return keygen(&file);
+    }
     let config = Config::from_args(args)?;
     let daemon = Daemon::start(config).await?;
     shutdown_signal().await?;
     tracing::info!("shutting down");
     daemon.stop().await
+}
+
+fn keygen(file: &std::path::Path) -> anyhow::Result<()> {
+    let key = shoal_net::NetworkKey::generate()?;
+    key.create_file(file)?;
+    eprintln!(
+        "shoald: wrote network key {} (fingerprint {}); give it to every peer as --network-key",
+        file.display(),
+        key.fingerprint()
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -37,6 +37,8 @@ impl Network for Alone {
             announced_addrs: Vec::new(),
             routing_table_peers: 0,
             peers_connected: 0,
+            network_key: None,
+            handshakes_failed: 0,
         })
     }
 }

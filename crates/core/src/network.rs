@@ -13,4 +13,9 @@ pub struct NetworkStatus {
     pub announced_addrs: Vec<String>,
     pub routing_table_peers: usize,
     pub peers_connected: usize,
+    /// The fingerprint of the private network's key; `None` for an open network.
+    pub network_key: Option<String>,
+    /// Connections that failed in their handshake, most often for want of the same
+    /// network key on both sides.
+    pub handshakes_failed: u64,
 }

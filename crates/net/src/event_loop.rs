@@ -11,8 +11,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{ListenError, SwarmEvent, dial_opts::DialOpts};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, tcp, yamux};
+use libp2p::swarm::{DialError, ListenError, SwarmEvent, dial_opts::DialOpts};
+use libp2p::{Multiaddr, PeerId, Swarm, TransportError, identify};
 use shoal_core::PeerKey;
 use shoal_core::placement::Lookup;
 use shoal_core::settings::Announcement;
@@ -24,7 +24,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use shoal_core::NetworkStatus;
 
 use crate::client::{Client, Command, InboundRequest, NetError, PeerEvent};
-use crate::{NetConfig, Network};
+use crate::{NetConfig, Network, NetworkKey, transport};
 
 /// A closed connection starts failure detection's grace period, so connections must not
 /// idle out between the node's regular exchanges (anti-entropy rounds, at most a few
@@ -38,6 +38,8 @@ const AWAITING_IDENTIFY_MAX: usize = 16;
 const COMMAND_QUEUE_LEN: usize = 1024;
 /// How often a peer connected to no compatible peer dials its bootstrap peers again.
 const BOOTSTRAP_REDIAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Failed handshakes are logged at most this often; each is counted in the status.
+const HANDSHAKE_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 type PendingResponse = BoxFuture<'static, (ResponseChannel<Response>, Option<Response>)>;
 
@@ -70,6 +72,10 @@ struct EventLoop {
     /// Ticks while this peer is connected to no compatible peer: then it dials its
     /// bootstrap peers again.
     redial: tokio::time::Interval,
+    network_key: Option<NetworkKey>,
+    /// Connections whose TCP connection was up but whose handshake failed.
+    handshakes_failed: u64,
+    last_handshake_warning: Option<tokio::time::Instant>,
 }
 
 fn peer_key(peer: &PeerId) -> PeerKey {
@@ -93,14 +99,13 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
     let bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
     let external = parse_addrs(&config.external, "external")?;
     let local_peer = keypair.public().to_peer_id();
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| NetError::Listen { addr: "tcp".into(), reason: e.to_string() })?
-        .with_behaviour(|key| Behaviour::new(key, &config))
-        .expect("behaviour construction is infallible")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .build();
+    let transport = transport::build(&keypair, config.network_key)
+        .map_err(|e| NetError::Listen { addr: "tcp".into(), reason: e.to_string() })?;
+    // Not SwarmBuilder: it wraps the transport's errors in layers of its own, and the
+    // event loop must tell a failed handshake from a refused connection.
+    let swarm_config =
+        libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    let mut swarm = Swarm::new(transport, Behaviour::new(&keypair, &config), local_peer, swarm_config);
 
     let listen_addrs = listen_all(&mut swarm, &listen).await?;
     for addr in external {
@@ -134,6 +139,9 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         bootstrapped: false,
         bootstrap,
         redial,
+        network_key: config.network_key,
+        handshakes_failed: 0,
+        last_handshake_warning: None,
     };
     tokio::spawn(event_loop.run());
     Ok(Network {
@@ -247,6 +255,8 @@ impl EventLoop {
             announced_addrs: with_id(announced),
             routing_table_peers,
             peers_connected: self.connected.len(),
+            network_key: self.network_key.map(|key| key.fingerprint()),
+            handshakes_failed: self.handshakes_failed,
         }
     }
 
@@ -278,11 +288,46 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, "dial failed: {error}");
+                if let DialError::Transport(attempts) = &error {
+                    for (addr, error) in attempts {
+                        self.on_connection_error(addr, error);
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error: ListenError::Denied { cause }, .. } => {
                 debug!(%send_back_addr, "refused an inbound connection: {cause}");
             }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error: ListenError::Transport(error), .. } => {
+                debug!(%send_back_addr, "inbound connection failed: {error}");
+                self.on_connection_error(&send_back_addr, &error);
+            }
             _ => {}
+        }
+    }
+
+    /// Counts a failed handshake and says what it most likely means, in one line.
+    fn on_connection_error(&mut self, addr: &Multiaddr, error: &TransportError<std::io::Error>) {
+        let TransportError::Other(error) = error else { return };
+        if !transport::is_handshake_failure(error) {
+            return;
+        }
+        self.handshakes_failed += 1;
+        let now = tokio::time::Instant::now();
+        if self.last_handshake_warning.is_some_and(|last| now < last + HANDSHAKE_WARNING_INTERVAL) {
+            return;
+        }
+        self.last_handshake_warning = Some(now);
+        let count = self.handshakes_failed;
+        match &self.network_key {
+            Some(key) => warn!(
+                %addr, failed = count,
+                "handshake failed: that peer holds no network key or another one (this peer's is {})",
+                key.fingerprint()
+            ),
+            None => warn!(
+                %addr, failed = count,
+                "handshake failed: that peer may belong to a private network, whose key this peer lacks"
+            ),
         }
     }
 

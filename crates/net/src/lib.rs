@@ -16,6 +16,8 @@ mod client;
 mod codec;
 mod event_loop;
 mod identity;
+mod network_key;
+mod transport;
 
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use shoal_core::settings::Announcement;
 
 pub use client::{Client, InboundRequest, NetError, PeerEvent};
 pub use identity::{Identity, IdentityError, load_or_create_identity};
+pub use network_key::{NetworkKey, NetworkKeyError};
 
 /// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
@@ -57,6 +60,8 @@ pub struct NetConfig {
     pub inbound_request_bytes: usize,
     /// Connections other peers may have open to this one; more are refused.
     pub max_inbound_connections: u32,
+    /// The private network's key; without one the network is open to any libp2p peer.
+    pub network_key: Option<NetworkKey>,
 }
 
 impl NetConfig {
@@ -71,6 +76,7 @@ impl NetConfig {
             inbound_queue_len: 256,
             inbound_request_bytes: 256 << 20,
             max_inbound_connections: MAX_INBOUND_CONNECTIONS,
+            network_key: None,
         }
     }
 }

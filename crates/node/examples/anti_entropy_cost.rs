@@ -48,6 +48,8 @@ impl Network for Link {
             announced_addrs: vec![],
             routing_table_peers: 1,
             peers_connected: 1,
+            network_key: None,
+            handshakes_failed: 0,
         })
     }
 }

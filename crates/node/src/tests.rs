@@ -143,6 +143,8 @@ impl Network for FakeNetwork {
             announced_addrs: vec![],
             routing_table_peers: peers,
             peers_connected: peers,
+            network_key: None,
+            handshakes_failed: 0,
         })
     }
 }

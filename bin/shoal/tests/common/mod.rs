@@ -41,6 +41,11 @@ impl Testnet {
         Self::start(&["--hosts", &peers.to_string()], &[])
     }
 
+    /// A testnet with a network key (`testnet/up --private`).
+    pub fn up_private(peers: usize) -> Self {
+        Self::start(&["--private", &peers.to_string()], &[])
+    }
+
     fn start(up_args: &[&str], env: &[(&str, &str)]) -> Self {
         let env = env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
         let testnet = Testnet { dir: tempfile::tempdir().unwrap(), env };
