@@ -138,6 +138,17 @@ bootstrap_for() {
 # The key of a private testnet (testnet/up --private); an open one has none.
 network_key() { echo "$TESTNET_DIR/swarm.key"; }
 
+# A testnet of hosts serves its APIs beyond loopback, so they need a token: the daemons
+# read api-tokens, the CLI (SHOAL_TOKEN) and shoal-chaos the bare token in api-token. A
+# loopback testnet has neither.
+api_token_file() { echo "$TESTNET_DIR/api-token"; }
+make_api_token() {
+  local token
+  token=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  (umask 077 && echo "$token" >"$(api_token_file)" && echo "read-write $token" >"$TESTNET_DIR/api-tokens")
+  export SHOAL_TOKEN=$token
+}
+
 # Starts peer $1 in the background: on its ports of 127.0.0.1, or on a testnet of hosts in
 # its namespace, on 0.0.0.0 and announcing its host's address. Failure detection,
 # anti-entropy and collection run on short timers here (override with
@@ -154,7 +165,7 @@ start_peer() {
     host_up "$i"
     where=(ip netns exec "$(host_ns "$i")")
     addrs=(--listen /ip4/0.0.0.0/tcp/4001 --external-addr "/ip4/$(host_addr "$i")/tcp/4001"
-      --api-addr "$(host_addr "$i"):7000")
+      --api-addr "$(host_addr "$i"):7000" --api-tokens "$TESTNET_DIR/api-tokens")
   else
     base=$(cat "$TESTNET_DIR/ports_base")
     addrs=(--listen "/ip4/127.0.0.1/tcp/$((base + 2 * i + 1))" --api-addr "127.0.0.1:$((base + 2 * i))")
@@ -347,3 +358,9 @@ clear_link_delay() {
     rm -f "$dir/netem.pid"
   fi
 }
+
+# Every CLI call of these scripts sends the testnet's API token, if it has one.
+if [[ -f $(api_token_file) ]]; then
+  SHOAL_TOKEN=$(<"$(api_token_file)")
+  export SHOAL_TOKEN
+fi

@@ -25,6 +25,10 @@ struct Cli {
     /// The API of the daemon to talk to.
     #[arg(long, env = "SHOAL_API", default_value = "http://127.0.0.1:7000", global = true)]
     api: String,
+    /// The API token to send (`Authorization: Bearer`), for a daemon started with
+    /// --api-tokens.
+    #[arg(long, env = "SHOAL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -86,7 +90,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.api)?;
+    let mut client = Client::new(&cli.api)?;
+    // An empty token (`SHOAL_TOKEN=` for a daemon without tokens) is none.
+    if let Some(token) = cli.token.as_deref().filter(|token| !token.is_empty()) {
+        client = client.with_token(token)?;
+    }
     match cli.command {
         Command::Put { file, name, consistency } => put(&client, &file, name.as_deref(), consistency, cli.json).await,
         Command::Get { target, output, consistency } => get(&client, &target, output.as_deref(), consistency).await,

@@ -50,6 +50,13 @@ fn hosts_have_their_own_addresses_faults_cut_them_and_down_leaves_nothing() {
     let index = std::fs::read_to_string(testnet.dir().join("hosts")).unwrap().trim().to_owned();
     let api = testnet.api(2);
     assert!(api.starts_with(&format!("http://10.77.{index}.2:")), "peer 2 serves on its host's address: {api}");
+    // Beyond loopback the API takes tokens: the testnet's own works, none is refused.
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["--api", &api, "status"])
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(one_line_error(&anonymous).contains("a bearer token is needed"), "{anonymous:?}");
     let status: serde_json::Value = serde_json::from_str(&stdout(&testnet.shoal(2, &["status", "--json"]))).unwrap();
     let announced = status["announced_addrs"].as_array().unwrap();
     assert_eq!(announced.len(), 1, "only the external address is announced: {announced:?}");

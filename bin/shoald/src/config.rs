@@ -38,6 +38,10 @@ pub struct Args {
     /// Address of the HTTP API.
     #[arg(long, env = "SHOAL_API_ADDR")]
     pub api_addr: Option<SocketAddr>,
+    /// The API's bearer tokens, one `read TOKEN` or `read-write TOKEN` per line; without
+    /// it every request is served.
+    #[arg(long, env = "SHOAL_API_TOKENS")]
+    pub api_tokens: Option<PathBuf>,
     /// Replication factor R; must be the same on every peer of a network.
     #[arg(long, env = "SHOAL_REPLICATION_FACTOR")]
     pub replication_factor: Option<usize>,
@@ -86,6 +90,7 @@ pub struct Config {
     pub external_addrs: Vec<String>,
     pub network_key: Option<PathBuf>,
     pub api_addr: SocketAddr,
+    pub api_tokens: Option<PathBuf>,
     pub replication_factor: usize,
     pub chunks_in_flight: usize,
     pub request_timeout_secs: u64,
@@ -122,6 +127,7 @@ impl Default for Config {
             external_addrs: Vec::new(),
             network_key: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            api_tokens: None,
             replication_factor: node.replication_factor,
             chunks_in_flight: node.chunks_in_flight,
             request_timeout_secs: 30,
@@ -169,6 +175,9 @@ impl Config {
         if let Some(addr) = args.api_addr {
             config.api_addr = addr;
         }
+        if let Some(tokens) = args.api_tokens {
+            config.api_tokens = Some(tokens);
+        }
         if let Some(r) = args.replication_factor {
             config.replication_factor = r;
         }
@@ -211,6 +220,12 @@ impl Config {
         anyhow::ensure!((1..=256).contains(&self.repair_concurrency), "repair_concurrency must be 1 to 256");
         anyhow::ensure!(!self.listen.is_empty(), "at least one listen address is needed");
         anyhow::ensure!(self.clock_skew_ms == 0 || self.fault_injection, "clock_skew_ms needs fault_injection");
+        // Without tokens the API serves anyone who reaches it.
+        anyhow::ensure!(
+            self.api_tokens.is_some() || self.api_addr.ip().is_loopback(),
+            "the API address {} is beyond loopback: give it --api-tokens FILE, or listen on 127.0.0.1",
+            self.api_addr
+        );
         self.node_config().validate()?;
         Ok(())
     }
@@ -289,6 +304,13 @@ mod tests {
         std::fs::write(&path, "clock_skew_ms = 5000\n").unwrap();
         let error = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err().to_string();
         assert_eq!(error, "clock_skew_ms needs fault_injection");
+        let error = Config::from_args(args(&["--api-addr", "0.0.0.0:7000"])).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "the API address 0.0.0.0:7000 is beyond loopback: give it --api-tokens FILE, or listen on 127.0.0.1"
+        );
+        let tokens = Config::from_args(args(&["--api-addr", "10.0.0.1:7000", "--api-tokens", "/etc/shoal/tokens"]));
+        assert!(tokens.is_ok(), "{tokens:?}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ impl Daemon {
         let data_dir = DataDir::lock(&config.data_dir)?;
         let identity = shoal_net::load_or_create_identity(&data_dir.join("identity.key"))?;
         let network_key = config.network_key.as_deref().map(shoal_net::NetworkKey::load).transpose()?;
+        let api_tokens = config.api_tokens.as_deref().map(shoal_api::ApiTokens::load).transpose()?;
         let store = RocksStore::open_with_reserve(&data_dir.join("store"), config.min_free_bytes)
             .context("cannot open the store")?;
         // Logged after the store opened, so an error before it (a data dir in use, a bad
@@ -85,7 +86,8 @@ impl Daemon {
             tokio::spawn(answer_peers(node.clone(), network.inbound)),
             tokio::spawn(follow_peers(node.clone(), network.peer_events)),
         ];
-        let api = shoal_api::router(node.clone(), shoal_api::Options { fault_injection: config.fault_injection });
+        let options = shoal_api::Options { fault_injection: config.fault_injection, tokens: api_tokens };
+        let api = shoal_api::router(node.clone(), options);
         let task = tokio::spawn(serve(api, listener, shutdown_rx, node, feeds, data_dir));
         Ok(Self { api_url, peer_id: network_status.peer_id, p2p_addrs: network_status.announced_addrs, shutdown, task })
     }

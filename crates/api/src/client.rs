@@ -69,6 +69,17 @@ impl Client {
         Ok(Self { base, http })
     }
 
+    /// The same client, sending `token` as `Authorization: Bearer` with every request.
+    pub fn with_token(self, token: &str) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::Transport { url: self.base.clone(), reason };
+        let mut value = header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| invalid("the token must be printable ASCII".into()))?;
+        value.set_sensitive(true);
+        let headers = header::HeaderMap::from_iter([(header::AUTHORIZATION, value)]);
+        let http = reqwest::Client::builder().default_headers(headers).build().map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { http, ..self })
+    }
+
     fn transport(&self, error: reqwest::Error) -> ClientError {
         let mut reason = error.to_string();
         let mut source = std::error::Error::source(&error);
@@ -185,6 +196,8 @@ impl Client {
             StatusCode::BAD_REQUEST => {
                 Err(ApiError::new(ErrorCode::BadRequest, format!("bad request for {what}")).into())
             }
+            StatusCode::UNAUTHORIZED => Err(ApiError::new(ErrorCode::Unauthorized, "a valid token is needed").into()),
+            StatusCode::FORBIDDEN => Err(ApiError::new(ErrorCode::Forbidden, "this token may not do that").into()),
             StatusCode::SERVICE_UNAVAILABLE => {
                 Err(ApiError::new(ErrorCode::Unavailable, format!("{what} unavailable right now")).into())
             }

@@ -16,16 +16,20 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Errors are JSON, `{"error": {"code": "...", "message": "..."}}`, with a stable `code`.
+//! With tokens ([`Options::tokens`]) every route needs `Authorization: Bearer TOKEN`:
+//! 401 (`unauthorized`) without a valid one, 403 (`forbidden`) for a write with a read token.
 //!
 //! Architecture invariant: no RocksDB, no libp2p; the server sees only a
 //! [`shoal_node::Node`], the client only HTTP.
 
+mod auth;
 mod client;
 mod error;
 mod metrics;
 mod range;
 mod server;
 
+pub use auth::{ApiTokens, TokensError};
 pub use client::{Client, ClientError, NameHeaders, ObjectDownload, ObjectInfo};
 pub use error::{ApiError, ErrorCode};
 pub use server::{LocalItem, NameList, NamedPutReceipt, Options, StatusReport, Unanswered, router};

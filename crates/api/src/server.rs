@@ -19,6 +19,7 @@ use shoal_core::{Consistency, ItemKey, ItemKind, NetworkStatus, ObjectId};
 use shoal_node::{NameInfo, NamePage, Network, Node, PutReceipt, RepairStatus, WorkerStatus};
 use shoal_store::Store;
 
+use crate::ApiTokens;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::range::{RangeRequest, parse_range};
@@ -77,10 +78,12 @@ pub struct PeerClockReport {
 }
 
 /// Optional parts of the API.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Serve `POST /v1/debug/corrupt/{kind}/{id}`, which damages a local item.
     pub fault_injection: bool,
+    /// Accept only requests bearing one of these; without, every request is served.
+    pub tokens: Option<ApiTokens>,
 }
 
 /// One entry of `GET /v1/items`: an item this peer holds.
@@ -130,7 +133,7 @@ pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Route
     if options.fault_injection {
         router = router.route("/v1/debug/corrupt/{kind}/{id}", post(corrupt_item::<S, N>));
     }
-    router
+    router = router
         .route("/v1/objects", post(put_object::<S, N>))
         .route("/v1/objects/{id}", get(get_object::<S, N>).delete(delete_object::<S, N>))
         .route("/v1/names", get(list_names::<S, N>))
@@ -143,9 +146,12 @@ pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Route
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
         })
         // The node bounds object sizes itself and never buffers a body whole.
-        .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests::<S, N>))
-        .with_state(state)
+        .layer(DefaultBodyLimit::disable());
+    if let Some(tokens) = options.tokens {
+        router = router.layer(middleware::from_fn_with_state(tokens, crate::auth::authorize));
+    }
+    // Outermost, so refused requests are counted too.
+    router.layer(middleware::from_fn_with_state(state.clone(), count_requests::<S, N>)).with_state(state)
 }
 
 async fn count_requests<S: Store, N: Network>(State(state): Shared<S, N>, request: Request, next: Next) -> Response {

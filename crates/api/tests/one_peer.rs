@@ -45,11 +45,15 @@ impl Network for Alone {
 
 /// A node serving its API on a free loopback port, a client of it, and its address.
 async fn one_peer() -> (Node<MemoryStore, Alone>, Client, String) {
+    one_peer_with(Options::default()).await
+}
+
+async fn one_peer_with(options: Options) -> (Node<MemoryStore, Alone>, Client, String) {
     let config = NodeConfig { replication_factor: 1, ..NodeConfig::default() };
     let node = Node::new(config, MemoryStore::new(), Alone(PeerKey::from_bytes(b"alone"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let app = router(node.clone(), Options { fault_injection: false });
+    let app = router(node.clone(), options);
     tokio::spawn(async move { axum::serve(listener, app).await });
     (node, Client::new(&format!("http://{addr}")).unwrap(), addr)
 }
@@ -158,4 +162,52 @@ async fn listings_come_in_pages_and_name_the_peers_that_did_not_answer() {
     assert_eq!(page.unanswered.len(), 1, "{page:?}");
     assert_eq!(page.unanswered[0].peer, ghost.to_string());
     assert!(page.unanswered[0].reason.contains("unreachable"), "{page:?}");
+}
+
+/// Issue 14: with tokens, no token and a wrong one get 401, a read token on a write gets
+/// 403, each with the JSON error body, and none of them changes what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_right_token_nothing_is_read_or_changed() {
+    const READER: &str = "reader-000000000000000000000000000000000000";
+    const WRITER: &str = "writer-000000000000000000000000000000000000";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, format!("read {READER}\nread-write {WRITER}\n")).unwrap();
+    let tokens = shoal_api::ApiTokens::load(&path).unwrap();
+    let (node, anonymous, addr) = one_peer_with(Options { tokens: Some(tokens), ..Options::default() }).await;
+    let reader = anonymous.clone().with_token(READER).unwrap();
+    let writer = anonymous.clone().with_token(WRITER).unwrap();
+    let stranger = anonymous.clone().with_token(&WRITER.replace('0', "1")).unwrap();
+
+    let kept = object(1000);
+    let id = writer.put(body(kept.clone()), Some(Consistency::All)).await.unwrap().id;
+    writer.put_named("kept", body(kept.clone()), Some(Consistency::All)).await.unwrap();
+    let held = node.local_items().await.unwrap();
+
+    let code = |result: Result<(), ClientError>| match result {
+        Err(ClientError::Api(error)) => error.code,
+        other => panic!("not refused: {other:?}"),
+    };
+    for (client, expected) in [(&anonymous, ErrorCode::Unauthorized), (&stranger, ErrorCode::Unauthorized)] {
+        assert_eq!(code(client.status().await.map(drop)), expected);
+        assert_eq!(code(client.get(&id, None).await.map(drop)), expected);
+        assert_eq!(code(client.list_names("", None, None).await.map(drop)), expected);
+    }
+    for (client, expected) in
+        [(&anonymous, ErrorCode::Unauthorized), (&stranger, ErrorCode::Unauthorized), (&reader, ErrorCode::Forbidden)]
+    {
+        assert_eq!(code(client.put(body(object(10)), None).await.map(drop)), expected);
+        assert_eq!(code(client.put_named("kept", body(object(10)), None).await.map(drop)), expected);
+        assert_eq!(code(client.delete_name("kept", None).await), expected);
+        assert_eq!(code(client.delete_object(&id, None).await), expected);
+    }
+    assert_eq!(node.local_items().await.unwrap(), held, "a refused request changed what is stored");
+
+    let (bytes, error) = download(&reader, &id, None).await;
+    assert!(error.is_none() && bytes == kept, "{error:?}");
+    assert_eq!(reader.list_names("", None, None).await.unwrap().names.len(), 1);
+    let answer = raw_http(&addr, "DELETE /v1/names/kept HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401") && answer.contains("www-authenticate: Bearer"), "{answer}");
+    assert!(answer.contains(r#"{"error":{"code":"unauthorized","#), "{answer}");
 }

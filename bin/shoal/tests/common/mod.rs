@@ -70,8 +70,16 @@ impl Testnet {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
+    /// Runs the CLI against peer `peer`, with the testnet's API token if it has one.
     pub fn shoal(&self, peer: usize, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_shoal")).arg("--api").arg(self.api(peer)).args(args).output().unwrap()
+        let token = std::fs::read_to_string(self.dir.path().join("api-token")).unwrap_or_default();
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("--api")
+            .arg(self.api(peer))
+            .args(args)
+            .env("SHOAL_TOKEN", token.trim())
+            .output()
+            .unwrap()
     }
 
     pub fn dir(&self) -> &Path {

@@ -36,7 +36,13 @@ impl Testnet {
     pub fn client(&self, peer: usize) -> anyhow::Result<Client> {
         let url = std::fs::read_to_string(self.data_dir(peer).join("api.url"))
             .with_context(|| format!("peer {peer} has not published its API"))?;
-        Ok(Client::new(url.trim())?)
+        let client = Client::new(url.trim())?;
+        // A testnet of hosts serves its APIs beyond loopback, with a token (lib.sh).
+        match std::fs::read_to_string(self.dir.join("api-token")) {
+            Ok(token) => Ok(client.with_token(token.trim())?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(client),
+            Err(e) => Err(e).context("cannot read the testnet's API token"),
+        }
     }
 
     pub async fn peer_key(&self, peer: usize) -> anyhow::Result<PeerKey> {
