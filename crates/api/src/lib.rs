@@ -25,6 +25,7 @@
 mod auth;
 mod client;
 mod error;
+mod linger;
 mod metrics;
 mod range;
 mod server;

@@ -150,8 +150,12 @@ pub fn router<S: Store, N: Network>(node: Node<S, N>, options: Options) -> Route
     if let Some(tokens) = options.tokens {
         router = router.layer(middleware::from_fn_with_state(tokens, crate::auth::authorize));
     }
-    // Outermost, so refused requests are counted too.
-    router.layer(middleware::from_fn_with_state(state.clone(), count_requests::<S, N>)).with_state(state)
+    // Outside the token check, so refused requests are counted too; outermost, every
+    // answer waits for the end of its request's body.
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests::<S, N>))
+        .layer(middleware::from_fn(crate::linger::drain_unread_body))
+        .with_state(state)
 }
 
 async fn count_requests<S: Store, N: Network>(State(state): Shared<S, N>, request: Request, next: Next) -> Response {

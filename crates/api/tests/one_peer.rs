@@ -9,7 +9,7 @@ use shoal_api::{Client, ClientError, ErrorCode, Options, router};
 use shoal_core::NetworkStatus;
 use shoal_core::placement::Lookup;
 use shoal_core::wire::{Request, Response};
-use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ObjectId, PeerKey};
+use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ItemKind, ObjectId, PeerKey};
 use shoal_node::{Network, NetworkError, Node, NodeConfig};
 use shoal_store::MemoryStore;
 
@@ -210,4 +210,35 @@ async fn without_the_right_token_nothing_is_read_or_changed() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 401") && answer.contains("www-authenticate: Bearer"), "{answer}");
     assert!(answer.contains(r#"{"error":{"code":"unauthorized","#), "{answer}");
+}
+
+/// A put refused before its body ended, by the node (too few replicas) or by the API
+/// (no token), reaches the client as that refusal, not as a broken pipe: the daemon reads
+/// the rest of the body before it answers. Nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_refused_before_its_body_ended_gets_its_reason() {
+    let config = NodeConfig { replication_factor: 3, ..NodeConfig::default() };
+    let node = Node::new(config, MemoryStore::new(), Alone(PeerKey::from_bytes(b"alone"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, "read-write writer-000000000000000000000000000000000000\n").unwrap();
+    let options = Options { tokens: Some(shoal_api::ApiTokens::load(&path).unwrap()), ..Options::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(node.clone(), options);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let anonymous = Client::new(&base).unwrap();
+    let writer = anonymous.clone().with_token("writer-000000000000000000000000000000000000").unwrap();
+
+    let large = object(48 * CHUNK_SIZE);
+    let code = |result: Result<shoal_node::PutReceipt, ClientError>| match result {
+        Err(ClientError::Api(error)) => error.code,
+        other => panic!("not refused with a reason: {other:?}"),
+    };
+    assert_eq!(code(writer.put(body(large.clone()), Some(Consistency::All)).await), ErrorCode::InsufficientReplicas);
+    // What a failed put leaves is a chunk under an expiring upload lease, never an object.
+    let held = node.local_items().await.unwrap();
+    assert!(held.iter().all(|key| matches!(key.kind, ItemKind::Chunk | ItemKind::References)), "{held:?}");
+    assert_eq!(code(anonymous.put(body(large), Some(Consistency::One)).await), ErrorCode::Unauthorized);
+    assert_eq!(node.local_items().await.unwrap(), held, "a put without a token changed what is stored");
 }
