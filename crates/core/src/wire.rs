@@ -1,10 +1,11 @@
-//! The messages of Shoal's transfer protocol (`/shoal/transfer/8`), one request and one
+//! The messages of Shoal's transfer protocol (`/shoal/transfer/9`), one request and one
 //! response per stream. Version 2 made [`Request::Store`] carry a batch; version 3 frames
 //! item values apart from the rest of a message ([`Payloads`]); version 4 keys pins by
 //! their object and answers a store with the newer name record a replica kept; version 5
 //! replaced collection marks with reference sets ([`Request::Refer`]); version 6 answers
 //! a `Refer` with the ids whose chunk the holder lacks and bounds `Have` to 256 keys;
-//! version 7 pages listings ([`Request::ListNames`]).
+//! version 7 pages listings ([`Request::ListNames`]); version 8 makes handoff ask for
+//! proofs of possession ([`Request::Prove`], [`Request::Holding`]) instead of `Have`.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,12 @@ pub const STORE_BATCH_MAX: usize = ItemKind::ALL.len();
 /// The most name records one [`Response::Names`] carries: a page of the longest names
 /// stays far below the frame limit (a test checks).
 pub const LIST_PAGE_MAX: usize = 1000;
+
+/// What a holder of `value` answers to a [`Request::Prove`] with `nonce`: a BLAKE3 hash
+/// keyed by the nonce, so that only a peer that can read the bytes now computes it.
+pub fn possession_proof(nonce: &Hash32, value: &[u8]) -> Hash32 {
+    blake3::keyed_hash(nonce, value).into()
+}
 
 /// What one peer asks another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,8 +46,13 @@ pub enum Request {
     Digests { nodes: Vec<TreeNode> },
     /// Anti-entropy: every key you hold in these buckets, with its content tag.
     BucketKeys { buckets: Vec<Bucket> },
-    /// Handoff: which of these items do you hold?
-    Have { keys: Vec<ItemKey> },
+    /// Handoff: prove that you hold these immutable items, as one of their holders, by
+    /// answering [`possession_proof`] of each with this fresh nonce.
+    Prove { nonce: Hash32, keys: Vec<ItemKey> },
+    /// Handoff: send this mergeable item (a name record, a reference set) if you hold it
+    /// as one of its holders, answered with [`Response::Item`]. A holder may have merged
+    /// it with what it had, so its value proves possession, not a digest of ours.
+    Holding { key: ItemKey },
     /// Listing: in name order, the first `limit` (at most [`LIST_PAGE_MAX`]) name records
     /// you hold whose names start with `prefix` and come after `after`, tombstones
     /// included (they decide which older bindings are dead). Pins are not listed.
@@ -109,8 +121,8 @@ pub enum Response {
     },
     Digests(Vec<Fingerprint>),
     Keys(Vec<(ItemKey, ContentTag)>),
-    /// One answer per asked key, in order.
-    Have(Vec<bool>),
+    /// One answer per asked key, in order: the proof, or `None` for an item not held.
+    Proofs(Vec<Option<Hash32>>),
     /// A page of a listing; `more` if records past the last one match as well.
     Names {
         records: Vec<NameRecord>,

@@ -30,7 +30,7 @@ pub use network_key::{NetworkKey, NetworkKeyError};
 /// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
 /// The item transfer protocol.
-pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/8";
+pub const TRANSFER_PROTOCOL: &str = "/shoal/transfer/9";
 
 /// Default of [`NetConfig::max_inbound_connections`].
 pub const MAX_INBOUND_CONNECTIONS: u32 = 512;

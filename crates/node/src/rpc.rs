@@ -137,10 +137,25 @@ impl<S: Store, N: Network> Node<S, N> {
         self.inner.counters.anti_entropy_bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether `peer` holds a verified copy of each of `keys`, in order.
-    pub(crate) async fn held_by(&self, peer: &PeerKey, keys: &[ItemKey]) -> Result<Vec<bool>, CallError> {
-        self.call(peer, Request::Have { keys: keys.to_vec() }, "Have", |answer| match answer {
-            Response::Have(held) if held.len() == keys.len() => Some(held),
+    /// `peer`'s proofs of possession of `keys` for `nonce`, in order (see
+    /// [`Request::Prove`]).
+    pub(crate) async fn proofs_from(
+        &self,
+        peer: &PeerKey,
+        nonce: Hash32,
+        keys: &[ItemKey],
+    ) -> Result<Vec<Option<Hash32>>, CallError> {
+        self.call(peer, Request::Prove { nonce, keys: keys.to_vec() }, "Prove", |answer| match answer {
+            Response::Proofs(proofs) if proofs.len() == keys.len() => Some(proofs),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The value of the mergeable item `key` that `peer` holds as one of its holders.
+    pub(crate) async fn held_value(&self, peer: &PeerKey, key: ItemKey) -> Result<Option<Bytes>, CallError> {
+        self.call(peer, Request::Holding { key }, "Holding", |answer| match answer {
+            Response::Item(value) => Some(value),
             _ => None,
         })
         .await

@@ -18,9 +18,9 @@ pub(crate) const MAX_NODES_PER_REQUEST: usize = 4096;
 pub(crate) const MAX_BUCKETS_PER_KEYS_REQUEST: usize = 256;
 /// Most keys one request names.
 pub(crate) const MAX_KEYS_PER_REQUEST: usize = 16384;
-/// Most keys one `Have` request may name: each is read and verified before it is
-/// confirmed, so this bounds what one answer reads (256 MiB of chunks).
-pub(crate) const MAX_KEYS_PER_HAVE: usize = 256;
+/// Most keys one `Prove` request may name: each is read and verified before it is
+/// proved, so this bounds what one answer reads (256 MiB of chunks).
+pub(crate) const MAX_KEYS_PER_PROOF: usize = 256;
 
 /// Requests from other peers answered at once; more wait in the network's bounded queue,
 /// which refuses past it.
@@ -72,7 +72,10 @@ impl<S: Store, N: Network> Node<S, N> {
             Request::BucketKeys { buckets } if buckets.len() <= MAX_BUCKETS_PER_KEYS_REQUEST => {
                 Response::Keys(self.bucket_keys(&buckets))
             }
-            Request::Have { keys } if keys.len() <= MAX_KEYS_PER_HAVE => Response::Have(self.have(keys).await),
+            Request::Prove { nonce, keys } if keys.len() <= MAX_KEYS_PER_PROOF => {
+                Response::Proofs(self.prove(&nonce, keys).await)
+            }
+            Request::Holding { key } => Response::Item(self.holding(key).await),
             Request::ListNames { prefix, after, limit } => {
                 match self.local_names(&prefix, after.as_deref(), limit as usize).await {
                     Ok((records, more)) => Response::Names { records, more },
@@ -87,7 +90,7 @@ impl<S: Store, N: Network> Node<S, N> {
                 }
             },
             Request::Refer { .. } => Response::Failed("too many references sent".into()),
-            Request::BucketKeys { .. } | Request::Have { .. } => Response::Failed("too many keys asked".into()),
+            Request::BucketKeys { .. } | Request::Prove { .. } => Response::Failed("too many keys asked".into()),
         }
     }
 }

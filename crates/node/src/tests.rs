@@ -32,6 +32,9 @@ enum Fault {
     RefusesManifests,
     /// Takes requests and never answers them, as a peer whose process is stopped does.
     Silent,
+    /// A hostile peer that keeps nothing: it acknowledges every store and reference and
+    /// claims every item it is asked about, relaying a challenge to the peer that asked.
+    Hoards,
 }
 
 const SLOW_ANSWER: Duration = Duration::from_millis(100);
@@ -77,9 +80,24 @@ fn kind_of(request: &Request) -> &'static str {
         Request::Ping => "Ping",
         Request::Digests { .. } => "Digests",
         Request::BucketKeys { .. } => "BucketKeys",
-        Request::Have { .. } => "Have",
+        Request::Prove { .. } => "Prove",
+        Request::Holding { .. } => "Holding",
         Request::ListNames { .. } => "ListNames",
         Request::Refer { .. } => "Refer",
+    }
+}
+
+impl FakeNetwork {
+    /// How `hoarder` ([`Fault::Hoards`]) answers a request from this peer.
+    async fn hoard(&self, hoarder: &PeerKey, request: Request) -> Response {
+        match request {
+            Request::Store { .. } => Response::Stored { newer: None },
+            Request::Refer { .. } => Response::Referred { without_chunk: Vec::new() },
+            request => {
+                let asker = self.world.nodes.lock().unwrap()[&self.me].clone();
+                asker.handle_request(hoarder, request).await
+            }
+        }
     }
 }
 
@@ -107,6 +125,9 @@ impl Network for FakeNetwork {
         }
         if fault == Some(Fault::Slow) {
             tokio::time::sleep(SLOW_ANSWER).await;
+        }
+        if fault == Some(Fault::Hoards) {
+            return Ok(self.hoard(peer, request).await);
         }
         let node = self.world.nodes.lock().unwrap().get(peer).cloned().expect("known peer");
         if let Request::Store { items } = &request {
@@ -235,6 +256,7 @@ async fn get_all(node: &TestNode, id: ObjectId) -> Result<Bytes, NodeError> {
 mod collection;
 mod data_path;
 mod faults;
+mod hostile;
 mod listing;
 mod moves;
 mod names;

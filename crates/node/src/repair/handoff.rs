@@ -1,37 +1,68 @@
 //! Handoff: items this peer holds but is no longer among the R closest for go to their
-//! rightful holders, and the local copy is deleted only once every one of them confirmed.
+//! rightful holders, and the local copy is deleted only once every one of them proved it
+//! holds it: a digest of the bytes keyed by a fresh nonce for a chunk or manifest, its
+//! own value covering ours for a name record or reference set. "I have it" or "stored"
+//! deletes nothing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use shoal_core::digest::ContentTag;
-use shoal_core::{ItemKey, ItemKind, PeerKey};
+use shoal_core::names::{self, NameRecord};
+use shoal_core::references::References;
+use shoal_core::wire::possession_proof;
+use shoal_core::{Hash32, ItemKey, ItemKind, PeerKey, codec};
 use shoal_store::Store;
 use tracing::warn;
 
 use super::RoundTimer;
 use super::transfer::Transfer;
 use crate::policy::Layout;
-use crate::serve::MAX_KEYS_PER_HAVE;
+use crate::serve::MAX_KEYS_PER_PROOF;
 use crate::worker::{Next, Worker};
 use crate::{Network, Node};
 
 impl<S: Store, N: Network> Node<S, N> {
-    /// Which of `keys` this peer holds a verified copy of. Handoff deletes a copy on these
-    /// answers, so each copy is read and verified rather than looked up in the index: one
-    /// that fails verification or cannot be read is not confirmed. (Quarantine is not
-    /// remembered across a restart, which indexes a bad copy again until scrub finds it.)
-    pub(crate) async fn have(&self, keys: Vec<ItemKey>) -> Vec<bool> {
-        let mut held = Vec::with_capacity(keys.len());
+    /// Proofs of possession of `keys` for `nonce` (see [`Request::Prove`]). Handoff
+    /// deletes a copy on these, so each copy is read and verified rather than looked up in
+    /// the index: one that fails verification or cannot be read is not proved. (Quarantine
+    /// is not remembered across a restart, which indexes a bad copy again until scrub
+    /// finds it.) Only items this peer holds as one of their holders are proved: the peer
+    /// handing an item off never is one, so a hostile peer cannot relay its challenge back
+    /// to it and pass off that peer's own copy as its own.
+    ///
+    /// [`Request::Prove`]: shoal_core::wire::Request::Prove
+    pub(crate) async fn prove(&self, nonce: &Hash32, keys: Vec<ItemKey>) -> Vec<Option<Hash32>> {
+        let layout = self.layout();
+        let mut proofs = Vec::with_capacity(keys.len());
         for key in keys {
-            let indexed = self.inner.index.lock().expect("never poisoned").contains(&key);
-            held.push(indexed && matches!(self.fetch_local(key).await, Ok(Some(_))));
+            let value = if key.kind.is_mergeable() { None } else { self.held_as_holder(&layout, key).await };
+            proofs.push(value.map(|value| possession_proof(nonce, &value)));
         }
-        held
+        proofs
+    }
+
+    /// The mergeable item `key`, if this peer holds it as one of its holders (see
+    /// [`Node::prove`] for why only then).
+    pub(crate) async fn holding(&self, key: ItemKey) -> Option<Bytes> {
+        if !key.kind.is_mergeable() {
+            return None;
+        }
+        self.held_as_holder(&self.layout(), key).await
+    }
+
+    async fn held_as_holder(&self, layout: &Layout, key: ItemKey) -> Option<Bytes> {
+        let indexed = self.inner.index.lock().expect("never poisoned").contains(&key);
+        if !indexed || !layout.holders(&key).contains(self.local_peer()) {
+            return None;
+        }
+        self.fetch_local(key).await.ok().flatten()
     }
 
     /// Moves items this peer should no longer hold to their rightful holders, deleting the
-    /// local copy only once every one of them has it; counts the copies they lacked.
+    /// local copy only once every one of them proved it has it; counts the copies they
+    /// lacked.
     pub(crate) async fn hand_off(&self, layout: &Layout) {
         let missing = self.hand_off_counting(layout).await;
         self.inner.counters.handoff_pending.store(missing as u64, Ordering::Relaxed);
@@ -64,19 +95,17 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut missing = 0;
         for (holder, keys) in by_holder {
             // A holder may have another version of a mergeable item (a name record, a
-            // reference set), so "has it" proves nothing for those: they are always
-            // pushed, and the holder's store keeps the winner or the merge. They go first:
+            // reference set), so a digest of ours proves nothing for those: they are
+            // always pushed, and the holder's value must then cover ours. They go first:
             // a chunk or manifest counts as handed over only once its references are
             // there too, or the holder could collect it on a stale set.
             let (mergeable, immutable): (Vec<ItemKey>, Vec<ItemKey>) =
                 keys.iter().partition(|key| key.kind.is_mergeable());
-            let pushes: Vec<Transfer> =
-                mergeable.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
             let mut unreferenced_there = HashSet::new();
-            for (key, result) in mergeable.iter().zip(self.run_transfers(pushes).await) {
-                match result {
-                    Ok(()) => *confirmed.entry(*key).or_default() += 1,
-                    Err(_) if key.kind == ItemKind::References => {
+            for key in self.hand_over_mergeable(&holder, mergeable).await {
+                match key {
+                    Ok(key) => *confirmed.entry(key).or_default() += 1,
+                    Err(key) if key.kind == ItemKind::References => {
                         unreferenced_there.insert(key.id);
                     }
                     Err(_) => {}
@@ -84,23 +113,14 @@ impl<S: Store, N: Network> Node<S, N> {
             }
             let immutable: Vec<ItemKey> =
                 immutable.into_iter().filter(|key| !unreferenced_there.contains(&key.id)).collect();
-            for keys in immutable.chunks(MAX_KEYS_PER_HAVE) {
-                let Ok(held) = self.held_by(&holder, keys).await else { continue };
-                let mut pushes = Vec::new();
-                for (key, held) in keys.iter().zip(held) {
-                    if held {
-                        *confirmed.entry(*key).or_default() += 1;
-                    } else {
-                        missing += 1;
-                        pushes.push(Transfer::Push { key: *key, to: holder.clone() });
-                    }
-                }
-                let results = self.run_transfers(pushes.clone()).await;
-                for (push, result) in pushes.iter().zip(results) {
-                    if let (Transfer::Push { key, .. }, Ok(())) = (push, result) {
-                        *confirmed.entry(*key).or_default() += 1;
-                    }
-                }
+            for keys in immutable.chunks(MAX_KEYS_PER_PROOF) {
+                let Some(unproved) = self.proved_by(&holder, keys, &mut confirmed).await else { continue };
+                missing += unproved.len();
+                let pushes: Vec<Transfer> =
+                    unproved.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
+                self.run_transfers(pushes).await;
+                // Acknowledging a push proves nothing either: a fresh challenge does.
+                self.proved_by(&holder, &unproved, &mut confirmed).await;
             }
         }
         for (key, (needed, tag)) in leaving {
@@ -117,6 +137,72 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         }
         missing
+    }
+
+    /// Pushes each mergeable item to `holder`, then asks for the holder's value: `Ok` for
+    /// the keys whose value there covers ours (merging ours in changes nothing), `Err`
+    /// for the others.
+    async fn hand_over_mergeable(&self, holder: &PeerKey, keys: Vec<ItemKey>) -> Vec<Result<ItemKey, ItemKey>> {
+        let pushes: Vec<Transfer> = keys.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
+        let pushed = self.run_transfers(pushes).await;
+        let mut handed = Vec::with_capacity(keys.len());
+        for (key, pushed) in keys.into_iter().zip(pushed) {
+            let covered = pushed.is_ok()
+                && match (self.fetch_local(key).await, self.held_value(holder, key).await) {
+                    (Ok(Some(ours)), Ok(Some(theirs))) => covers(key.kind, &theirs, &ours),
+                    _ => false,
+                };
+            handed.push(if covered { Ok(key) } else { Err(key) });
+        }
+        handed
+    }
+
+    /// Challenges `holder` to prove it holds `keys`, with a fresh nonce, and counts each
+    /// proved key into `confirmed`. Returns the keys not proved, leaving out those whose
+    /// local copy cannot be read (nothing to check a proof against, nor to push); `None`
+    /// when the holder did not answer.
+    async fn proved_by(
+        &self,
+        holder: &PeerKey,
+        keys: &[ItemKey],
+        confirmed: &mut BTreeMap<ItemKey, usize>,
+    ) -> Option<Vec<ItemKey>> {
+        if keys.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut nonce = [0u8; 32];
+        getrandom::fill(&mut nonce).expect("the OS has randomness");
+        let proofs = self.proofs_from(holder, nonce, keys).await.ok()?;
+        let mut unproved = Vec::new();
+        for (key, proof) in keys.iter().zip(proofs) {
+            let Ok(Some(ours)) = self.fetch_local(*key).await else { continue };
+            if proof == Some(possession_proof(&nonce, &ours)) {
+                *confirmed.entry(*key).or_default() += 1;
+            } else {
+                unproved.push(*key);
+            }
+        }
+        Some(unproved)
+    }
+}
+
+/// Whether `theirs` already holds everything `ours` does: merging ours in changes
+/// nothing. A value that does not decode covers nothing.
+fn covers(kind: ItemKind, theirs: &[u8], ours: &[u8]) -> bool {
+    match kind {
+        ItemKind::Name => match (codec::decode::<NameRecord>(theirs), codec::decode::<NameRecord>(ours)) {
+            (Ok(theirs), Ok(ours)) => names::merge(theirs.clone(), ours) == theirs,
+            _ => false,
+        },
+        ItemKind::References => match (codec::decode::<References>(theirs), codec::decode::<References>(ours)) {
+            (Ok(theirs), Ok(ours)) => {
+                let mut merged = theirs.clone();
+                merged.merge(&ours);
+                merged == theirs
+            }
+            _ => false,
+        },
+        ItemKind::Chunk | ItemKind::Manifest => theirs == ours,
     }
 }
 

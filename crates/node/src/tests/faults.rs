@@ -50,8 +50,8 @@ impl Cluster {
 }
 
 /// Handoff deletes a copy only once every new holder confirmed it. When the answers to
-/// `Store` and `Have` are lost (the new holders did store what was pushed), no
-/// confirmation arrives, so the old holders keep everything; with only `Have` answers
+/// `Store` and `Prove` are lost (the new holders did store what was pushed), no
+/// confirmation arrives, so the old holders keep everything; with only `Prove` answers
 /// lost, they still keep every chunk and manifest; once answers arrive again, the
 /// handoff finishes.
 #[tokio::test(start_paused = true)]
@@ -64,7 +64,7 @@ async fn a_handoff_whose_confirmations_are_lost_deletes_no_copy() {
         cluster.add_peer();
     }
     cluster.connect_all();
-    cluster.lose_answers(&["Store", "Have"]);
+    cluster.lose_answers(&["Store", "Prove"]);
     for _ in 0..3 {
         for index in 0..cluster.peers.len() {
             cluster.node(index).repair_round().await;
@@ -81,7 +81,7 @@ async fn a_handoff_whose_confirmations_are_lost_deletes_no_copy() {
     };
     kept_by_old_holders(&mut keys.iter());
     // Pushes are acknowledged again, so name records and reference sets move; a chunk or
-    // manifest still needs its `Have` answered.
+    // manifest still needs its `Prove` answered.
     cluster.world.answers_lost.lock().unwrap().remove("Store");
     for _ in 0..3 {
         for index in 0..cluster.peers.len() {
