@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -16,8 +17,14 @@ use shoal_store::Store;
 
 use crate::calls::Strategy;
 use crate::error::describe_failures;
+use crate::rpc::CallError;
 use crate::serve::MAX_KEYS_PER_REQUEST;
 use crate::{Network, Node, NodeError};
+
+/// The first wait before a `Refer` goes again to a holder that lacked a chunk, and how
+/// many times it goes again (waits double: 50 ms to 400 ms, 750 ms in all).
+const REFER_AGAIN_AFTER: Duration = Duration::from_millis(50);
+const REFER_RETRIES: usize = 4;
 
 /// What a replicated batch got.
 pub(crate) struct Replicated {
@@ -63,9 +70,8 @@ impl<S: Store, N: Network> Node<S, N> {
             async move {
                 // One request for each batch of the holder's chunks.
                 let batches = ids.chunks(MAX_KEYS_PER_REQUEST).map(|ids| {
-                    let sets = ids.iter().map(|id| (*id, set.clone())).collect();
-                    let (node, holder) = (&node, &holder);
-                    async move { (ids.to_vec(), node.refer_on(holder, sets).await) }
+                    let (node, holder, set) = (&node, &holder, &set);
+                    async move { (ids.to_vec(), node.refer_once_stored(holder, ids, set).await) }
                 });
                 Ok::<_, Infallible>(join_all(batches).await)
             }
@@ -102,6 +108,33 @@ impl<S: Store, N: Network> Node<S, N> {
             }),
             None => Ok(fewest.unwrap_or(usize::MAX)),
         }
+    }
+
+    /// Merges `set` into the reference sets of `ids` on `holder`, and answers the ids whose
+    /// chunk it lacks. A put goes on once its chunks met their level, so a holder's chunk
+    /// write may still be on its way when the `Refer` arrives: the ids it lacks are sent
+    /// again, after waits doubling from [`REFER_AGAIN_AFTER`], [`REFER_RETRIES`] times.
+    async fn refer_once_stored(
+        &self,
+        holder: &PeerKey,
+        ids: &[Hash32],
+        set: &References,
+    ) -> Result<Vec<Hash32>, CallError> {
+        let sets = |ids: &[Hash32]| ids.iter().map(|id| (*id, set.clone())).collect();
+        let mut lacking = self.refer_on(holder, sets(ids)).await?;
+        let mut wait = REFER_AGAIN_AFTER;
+        for _ in 0..REFER_RETRIES {
+            if lacking.is_empty() {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            match self.refer_on(holder, sets(&lacking)).await {
+                Ok(still) => lacking = still,
+                Err(_) => break,
+            }
+        }
+        Ok(lacking)
     }
 
     /// Writes items that share one id (hence their R closest peers) to those peers, one

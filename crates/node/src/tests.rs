@@ -24,6 +24,9 @@ enum Fault {
     Lies,
     /// Answers after [`SLOW_ANSWER`], a far link.
     Slow,
+    /// Takes [`SLOW_ANSWER`] before it acts on a store, as a busy disk does, and answers
+    /// everything else at once.
+    SlowToStore,
     /// Fails every store of a chunk, as a full chunk directory would.
     RefusesChunks,
     /// Fails every `Refer`.
@@ -123,7 +126,7 @@ impl Network for FakeNetwork {
         if fault == Some(Fault::Silent) {
             std::future::pending::<()>().await;
         }
-        if fault == Some(Fault::Slow) {
+        if fault == Some(Fault::Slow) || (fault == Some(Fault::SlowToStore) && kind == "Store") {
             tokio::time::sleep(SLOW_ANSWER).await;
         }
         if fault == Some(Fault::Hoards) {

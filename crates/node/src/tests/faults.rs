@@ -141,3 +141,22 @@ async fn halves_apart_longer_than_every_grace_lose_nothing_and_reclaim_after_hea
     }
     cluster.assert_exact_placement(&kept_keys);
 }
+
+/// A put at QUORUM goes on once two holders took each chunk; the third holder's chunk
+/// write may land after the put's `Refer` reaches it. With one holder refusing
+/// references, that third holder's is the `Refer` the level needs: it is sent again
+/// until the chunk is there, instead of failing the put (as it did, now and then, in
+/// `a_chunk_whose_referring_holders_left_is_not_collected_while_they_are_away`).
+#[tokio::test(start_paused = true)]
+async fn a_quorum_put_refers_a_holder_whose_chunk_write_is_still_on_its_way() {
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    cluster.set_fault(1, Fault::RefusesReferences);
+    cluster.set_fault(2, Fault::SlowToStore);
+    let bytes = object(CHUNK_SIZE + 1);
+    let (receipt, _) = cluster.node(0).put_named("late", body(&bytes), Consistency::Quorum).await.unwrap();
+    cluster.world.faults.lock().unwrap().clear();
+    for index in 0..3 {
+        assert_eq!(get_all(&cluster.node(index), receipt.id).await.unwrap(), bytes, "from peer {index}");
+    }
+}
