@@ -91,6 +91,12 @@ pub struct Config {
     pub network_key: Option<PathBuf>,
     pub api_addr: SocketAddr,
     pub api_tokens: Option<PathBuf>,
+    /// In an open network, most peers of one /24 (IPv4) or /48 (IPv6) that hold data
+    /// (an eclipse bound); unset, R-1 without a network key and no bound with one; 0, no
+    /// bound.
+    pub max_peers_per_subnet: Option<usize>,
+    /// Whether that bound counts loopback and private addresses too, not public ones only.
+    pub count_private_subnets: bool,
     pub replication_factor: usize,
     pub chunks_in_flight: usize,
     pub request_timeout_secs: u64,
@@ -128,6 +134,8 @@ impl Default for Config {
             network_key: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
             api_tokens: None,
+            max_peers_per_subnet: None,
+            count_private_subnets: false,
             replication_factor: node.replication_factor,
             chunks_in_flight: node.chunks_in_flight,
             request_timeout_secs: 30,
@@ -206,10 +214,17 @@ impl Config {
 
     fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+        Self::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// The settings a TOML config file gives, unchecked: flags may still change them
+    /// before [`Config::validate`].
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))
+    }
+
+    /// Refuses settings that cannot work, or that would open the store to anyone.
+    pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!((1..=256).contains(&self.chunks_in_flight), "chunks_in_flight must be 1 to 256");
         anyhow::ensure!(self.request_timeout_secs > 0, "request_timeout_secs must be positive");
         // Rounds keep connections to counted peers busy; idle ones close after 10 minutes.
@@ -228,6 +243,17 @@ impl Config {
         );
         self.node_config().validate()?;
         Ok(())
+    }
+
+    /// The bound on peers of one subnet that hold data (see `max_peers_per_subnet`).
+    pub fn subnet_limit(&self) -> Option<shoal_net::SubnetLimit> {
+        let per_subnet = match self.max_peers_per_subnet {
+            Some(0) => return None,
+            Some(per_subnet) => per_subnet,
+            None if self.network_key.is_some() => return None,
+            None => self.replication_factor.saturating_sub(1).max(1),
+        };
+        Some(shoal_net::SubnetLimit { per_subnet, count_private: self.count_private_subnets })
     }
 
     /// Whether every libp2p listen address is a loopback one (`/ip4/127.…`, `/ip6/::1`),

@@ -56,6 +56,7 @@ impl Daemon {
         net_config.request_timeout = config.request_timeout();
         net_config.max_inbound_connections = config.max_inbound_connections;
         net_config.network_key = network_key;
+        net_config.subnet_limit = config.subnet_limit();
         let network = shoal_net::start(net_config).await?;
         let network_status = network.client.status().await?;
         // Building the index reads every key: off the async workers.

@@ -8,17 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{Peer, pseudo_random, start_peer_with, stop_all, wait_for_one_network};
-use futures::stream;
-use shoal_api::Client;
+use common::{Peer, body, pseudo_random, read_all, start_peer_with, stop_all, wait_for_one_network};
 use shoal_core::Consistency;
 use shoal_net::NetworkKey;
 use shoald::{Config, Daemon};
-
-fn body(bytes: Bytes) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
-    stream::iter([Ok(bytes)])
-}
 
 fn new_key(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
@@ -34,13 +27,6 @@ async fn start_private_network(count: usize, key: &Path) -> Vec<Peer> {
     }
     wait_for_one_network(&peers).await;
     peers
-}
-
-async fn read_all(client: &Client, id: &shoal_core::ObjectId) -> Result<Vec<u8>, shoal_api::ClientError> {
-    use futures::TryStreamExt;
-    let download = client.get(id, None).await?;
-    let chunks: Vec<Bytes> = download.bytes.try_collect().await?;
-    Ok(chunks.concat())
 }
 
 async fn local_items(peers: &[Peer]) -> Vec<Vec<shoal_api::LocalItem>> {

@@ -48,6 +48,11 @@ impl Behaviour {
             .set_replication_factor(
                 std::num::NonZeroUsize::new(shoal_core::placement::LOOKUP_PEERS_MAX).expect("non-zero"),
             );
+        // In an open network anyone may answer a lookup: disjoint paths keep one liar on
+        // the way from steering where a lookup ends (S/Kademlia).
+        if config.network_key.is_none() {
+            kad_config.disjoint_query_paths(true);
+        }
         let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Set explicitly: without a confirmed external address kad would stay a client and
         // other peers could not look anything up through us.

@@ -24,6 +24,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use shoal_core::NetworkStatus;
 
 use crate::client::{Client, Command, InboundRequest, NetError, PeerEvent};
+use crate::subnets::Subnets;
 use crate::{NetConfig, Network, NetworkKey, transport};
 
 /// A closed connection starts failure detection's grace period, so connections must not
@@ -55,6 +56,9 @@ struct EventLoop {
     /// in the routing table, never handed out by lookups and never answered a transfer
     /// request, so no data is placed on them or sent to them.
     refused: HashSet<PeerId>,
+    /// Where each connected peer was reached, and how many of each subnet hold data.
+    remote_addrs: HashMap<PeerId, Multiaddr>,
+    subnets: Subnets,
     /// Transfer requests from peers whose identify has not arrived yet: answered once it
     /// proves them compatible, refused otherwise, dropped if they disconnect first. At
     /// most `AWAITING_IDENTIFY_MAX` per peer; beyond that, and for a peer that never
@@ -129,6 +133,8 @@ pub(crate) async fn start(config: NetConfig) -> Result<Network, NetError> {
         peer_events,
         compatible: HashSet::new(),
         refused: HashSet::new(),
+        remote_addrs: HashMap::new(),
+        subnets: Subnets::new(config.subnet_limit),
         awaiting_identify: HashMap::new(),
         announcement: config.announcement,
         pending_lookups: HashMap::new(),
@@ -231,6 +237,10 @@ impl EventLoop {
                 let query = self.swarm.behaviour_mut().kad.get_closest_peers(key);
                 self.pending_lookups.insert(query, reply);
             }
+            Command::Request { peer, request, reply } if self.refused.contains(&peer) => {
+                drop(request);
+                let _ = reply.send(Err(format!("{peer} holds no data with this peer")));
+            }
             Command::Request { peer, request, reply } => {
                 let id = self.swarm.behaviour_mut().transfer.send_request(&peer, request);
                 self.pending_requests.insert(id, reply);
@@ -272,11 +282,14 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 self.connected.insert(peer_id);
+                self.remote_addrs.entry(peer_id).or_insert_with(|| endpoint.get_remote_address().clone());
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                self.remote_addrs.remove(&peer_id);
+                self.subnets.release(&peer_id);
                 self.awaiting_identify.remove(&peer_id);
                 // It may come back another build: its next identify decides again.
                 self.refused.remove(&peer_id);
@@ -343,7 +356,11 @@ impl EventLoop {
             if step.last
                 && let Some(reply) = self.pending_lookups.remove(&id)
             {
-                let peers = peers.into_iter().filter(|p| !self.refused.contains(&p.peer_id));
+                // Peers of a full subnet would not be admitted once dialed: they are not
+                // handed out either, or other peers' lookups could fill a placement.
+                let peers = peers
+                    .into_iter()
+                    .filter(|p| !self.refused.contains(&p.peer_id) && self.subnets.would_admit(&p.peer_id, &p.addrs));
                 let peers = peers.map(|p| {
                     // Keep the addresses the lookup learned, so a request can dial the peer
                     // even when it is not in a k-bucket.
@@ -359,36 +376,29 @@ impl EventLoop {
 
     /// Identify decides what a peer may do. Any peer may look peers up through us (kad,
     /// with the identify and ping other implementations rely on); only a peer announcing
-    /// our protocol and network settings may hold data: it enters the routing
-    /// table (kad inserts nothing by itself, see `Behaviour::new`), the node's view and
-    /// lookups, and has its transfer requests answered.
+    /// our protocol and network settings, from a subnet not yet full (see
+    /// [`crate::SubnetLimit`]), may hold data: it enters the routing table (kad inserts
+    /// nothing by itself, see `Behaviour::new`), the node's view and lookups, and has its
+    /// transfer requests answered.
     fn on_identify_event(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id, info, .. } = event else { return };
         let waiting = self.awaiting_identify.remove(&peer_id).unwrap_or_default();
         let theirs = Announcement::parse(&info.protocol_version);
         let ours = self.announcement.settings;
         let Some(theirs) = theirs.filter(|theirs| theirs.settings == ours) else {
-            // A peer that changed its announcement is no longer a holder.
-            if self.compatible.remove(&peer_id) {
-                let _ = self.peer_events.send(PeerEvent::Down(peer_key(&peer_id)));
-            }
-            if self.refused.insert(peer_id) {
-                let why = match theirs {
-                    Some(theirs) => ours.differences(&theirs.settings).join(", "),
-                    None => format!("it speaks {:?}", info.protocol_version),
-                };
-                info!(
-                    peer = %peer_id,
-                    "serving lookups only to a peer of another protocol or other network settings ({why}): it holds no data"
-                );
-            }
-            // A `/p2p/` bootstrap address put it there before identify said who it is.
-            self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
-            for (_, channel) in waiting {
-                let _ = self.swarm.behaviour_mut().transfer.send_response(channel, incompatible());
-            }
-            return;
+            let why = match theirs {
+                Some(theirs) => {
+                    format!("it has other network settings ({})", ours.differences(&theirs.settings).join(", "))
+                }
+                None => format!("it speaks {:?}", info.protocol_version),
+            };
+            return self.serve_lookups_only(peer_id, waiting, why);
         };
+        let reached_at = self.remote_addrs.get(&peer_id);
+        if let Some(Err(subnet)) = reached_at.map(|addr| self.subnets.admit(peer_id, addr)) {
+            let why = format!("its subnet {subnet} has as many peers holding data as max_peers_per_subnet allows");
+            return self.serve_lookups_only(peer_id, waiting, why);
+        }
         self.refused.remove(&peer_id);
         for (request, channel) in waiting {
             self.forward_inbound(peer_id, request, channel);
@@ -404,6 +414,23 @@ impl EventLoop {
         if !self.bootstrapped {
             self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
             info!(peer = %peer_id, "joined the network");
+        }
+    }
+
+    /// `peer` may look peers up through us, and nothing else: it leaves the routing table
+    /// and the node's view, and its transfer requests are refused.
+    fn serve_lookups_only(&mut self, peer_id: PeerId, waiting: Vec<(Request, ResponseChannel<Response>)>, why: String) {
+        // A peer that changed its announcement is no longer a holder.
+        if self.compatible.remove(&peer_id) {
+            let _ = self.peer_events.send(PeerEvent::Down(peer_key(&peer_id)));
+        }
+        if self.refused.insert(peer_id) {
+            info!(peer = %peer_id, "serving lookups only to a peer that holds no data: {why}");
+        }
+        // A `/p2p/` bootstrap address put it there before identify said who it is.
+        self.swarm.behaviour_mut().kad.remove_peer(&peer_id);
+        for (_, channel) in waiting {
+            let _ = self.swarm.behaviour_mut().transfer.send_response(channel, incompatible());
         }
     }
 
@@ -465,5 +492,7 @@ impl EventLoop {
 }
 
 fn incompatible() -> Response {
-    Response::Failed("incompatible peer: another protocol version or other network settings".into())
+    Response::Failed(
+        "this peer holds no data with you: another protocol, other network settings or a full subnet".into(),
+    )
 }

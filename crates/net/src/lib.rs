@@ -17,6 +17,7 @@ mod codec;
 mod event_loop;
 mod identity;
 mod network_key;
+mod subnets;
 mod transport;
 
 use std::time::Duration;
@@ -24,8 +25,10 @@ use std::time::Duration;
 use shoal_core::settings::Announcement;
 
 pub use client::{Client, InboundRequest, NetError, PeerEvent};
+pub use codec::TransferCodec;
 pub use identity::{Identity, IdentityError, load_or_create_identity};
 pub use network_key::{NetworkKey, NetworkKeyError};
+pub use subnets::SubnetLimit;
 
 /// Kademlia protocol name: Shoal peers form their own DHT, apart from IPFS's.
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1.0.0";
@@ -62,6 +65,9 @@ pub struct NetConfig {
     pub max_inbound_connections: u32,
     /// The private network's key; without one the network is open to any libp2p peer.
     pub network_key: Option<NetworkKey>,
+    /// Most peers of one subnet that may hold data (see [`SubnetLimit`]); `None` for no
+    /// bound, as in a private network, whose peers all hold its key.
+    pub subnet_limit: Option<SubnetLimit>,
 }
 
 impl NetConfig {
@@ -77,6 +83,7 @@ impl NetConfig {
             inbound_request_bytes: 256 << 20,
             max_inbound_connections: MAX_INBOUND_CONNECTIONS,
             network_key: None,
+            subnet_limit: None,
         }
     }
 }

@@ -42,9 +42,15 @@ impl NetworkKey {
         let shown = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|source| NetworkKeyError::Read { path: shown.clone(), source })?;
-        text.parse()
-            .map(Self)
-            .map_err(|e: libp2p::pnet::KeyParseError| NetworkKeyError::Malformed { path: shown, reason: e.to_string() })
+        Self::parse(&text, &shown)
+    }
+
+    /// The key of a `swarm.key` file's `text`; errors name the file as `shown`.
+    pub fn parse(text: &str, shown: &str) -> Result<Self, NetworkKeyError> {
+        text.parse().map(Self).map_err(|e: libp2p::pnet::KeyParseError| NetworkKeyError::Malformed {
+            path: shown.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes the key as a new `swarm.key` readable by its owner only; an existing file is

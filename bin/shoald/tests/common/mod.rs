@@ -69,6 +69,19 @@ pub fn pseudo_random(len: usize, seed: &str) -> Bytes {
     bytes.into()
 }
 
+/// A request body of `bytes`, in one frame.
+pub fn body(bytes: Bytes) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+    futures::stream::iter([Ok(bytes)])
+}
+
+/// The whole object, or why it could not be read.
+pub async fn read_all(client: &Client, id: &shoal_core::ObjectId) -> Result<Vec<u8>, shoal_api::ClientError> {
+    use futures::TryStreamExt;
+    let download = client.get(id, None).await?;
+    let chunks: Vec<Bytes> = download.bytes.try_collect().await?;
+    Ok(chunks.concat())
+}
+
 pub async fn stop_all(peers: Vec<Peer>) {
     for peer in peers {
         peer.daemon.stop().await.unwrap();
