@@ -9,10 +9,8 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use shoal_core::digest::ContentTag;
-use shoal_core::names::{self, NameRecord};
-use shoal_core::references::References;
 use shoal_core::wire::possession_proof;
-use shoal_core::{Hash32, ItemKey, ItemKind, PeerKey, codec};
+use shoal_core::{Hash32, ItemKey, ItemKind, Kept, PeerKey, resolve};
 use shoal_store::Store;
 use tracing::warn;
 
@@ -149,7 +147,8 @@ impl<S: Store, N: Network> Node<S, N> {
         for (key, pushed) in keys.into_iter().zip(pushed) {
             let covered = pushed.is_ok()
                 && match (self.fetch_local(key).await, self.held_value(holder, key).await) {
-                    (Ok(Some(ours)), Ok(Some(theirs))) => covers(key.kind, &theirs, &ours),
+                    // Ours, arriving where theirs is, would change nothing.
+                    (Ok(Some(ours)), Ok(Some(theirs))) => resolve(&key, &theirs, &ours) == Kept::Old,
                     _ => false,
                 };
             handed.push(if covered { Ok(key) } else { Err(key) });
@@ -183,26 +182,6 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         }
         Some(unproved)
-    }
-}
-
-/// Whether `theirs` already holds everything `ours` does: merging ours in changes
-/// nothing. A value that does not decode covers nothing.
-fn covers(kind: ItemKind, theirs: &[u8], ours: &[u8]) -> bool {
-    match kind {
-        ItemKind::Name => match (codec::decode::<NameRecord>(theirs), codec::decode::<NameRecord>(ours)) {
-            (Ok(theirs), Ok(ours)) => names::merge(theirs.clone(), ours) == theirs,
-            _ => false,
-        },
-        ItemKind::References => match (codec::decode::<References>(theirs), codec::decode::<References>(ours)) {
-            (Ok(theirs), Ok(ours)) => {
-                let mut merged = theirs.clone();
-                merged.merge(&ours);
-                merged == theirs
-            }
-            _ => false,
-        },
-        ItemKind::Chunk | ItemKind::Manifest => theirs == ours,
     }
 }
 
