@@ -50,8 +50,20 @@ ensure_system_packages() {
   fi
   echo "testnet: installing" $missing >&2
   $sudo apt-get update -qq
+  # Packages installed to build or test (nginx) never start a service: a policy-rc.d
+  # that refuses every start stands while apt-get runs, unless the machine has its own.
+  local policy=/usr/sbin/policy-rc.d own_policy=1
+  if [[ ! -e $policy ]]; then
+    own_policy=0
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+  fi
   # shellcheck disable=SC2086 # one package a word
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null || {
+    (( own_policy )) || $sudo rm -f "$policy"
+    die "apt-get install" $missing "failed"
+  }
+  (( own_policy )) || $sudo rm -f "$policy"
   missing=$($probe)
   [[ -z $missing ]] || die "still missing after apt-get install:" $missing
 }
@@ -62,6 +74,15 @@ missing_host_packages() {
   local root=${1:-}
   [[ -x $root/usr/sbin/ip || -x $root/usr/bin/ip || -x $root/bin/ip ]] || echo iproute2
   [[ -x $root/usr/sbin/iptables ]] || echo iptables
+}
+
+# The same for the test suite's TLS example (bin/shoald/tests/tls_proxy.rs): nginx in
+# front of the API, a test certificate from openssl, curl as the HTTPS client.
+missing_test_packages() {
+  local root=${1:-}
+  [[ -x $root/usr/sbin/nginx ]] || echo nginx
+  [[ -x $root/usr/bin/openssl ]] || echo openssl
+  [[ -x $root/usr/bin/curl ]] || echo curl
 }
 
 # Builds the binaries, unless the caller (a test) already points at built ones.

@@ -1,6 +1,7 @@
 //! The README's commands install what building needs on a fresh Debian machine, and the
-//! test suite what its testnet of hosts needs. Their probes (`missing_system_packages`,
-//! `missing_host_packages` in `testnet/lib.sh`) run here against file trees laid out like
+//! test suite what its testnet of hosts and its TLS example need. Their probes
+//! (`missing_system_packages`, `missing_host_packages`, `missing_test_packages` in
+//! `testnet/lib.sh`) run here against file trees laid out like
 //! such machines, not against this one's, whatever it has installed.
 
 use std::path::Path;
@@ -87,4 +88,13 @@ fn a_fresh_image_gets_iptables_for_the_testnet_of_hosts() {
     assert!(probe("missing_host_packages", installed.path()).is_empty());
     let bare = tree(FRESH_IMAGE);
     assert_eq!(probe("missing_host_packages", bare.path()), ["iproute2", "iptables"]);
+}
+
+#[test]
+fn a_fresh_image_gets_nginx_for_the_tls_example() {
+    // The fresh image has curl and openssl, and no web server.
+    let fresh = tree(&[FRESH_IMAGE, &["usr/bin/curl", "usr/bin/openssl"]].concat());
+    assert_eq!(probe("missing_test_packages", fresh.path()), ["nginx"]);
+    let installed = tree(&[FRESH_IMAGE, &["usr/bin/curl", "usr/bin/openssl", "usr/sbin/nginx"]].concat());
+    assert!(probe("missing_test_packages", installed.path()).is_empty());
 }

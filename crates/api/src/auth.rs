@@ -51,6 +51,11 @@ impl ApiTokens {
     pub fn load(path: &Path) -> Result<Self, TokensError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: shown.clone(), source })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// The tokens of a tokens file's `text`; errors name the file as `shown`.
+    pub fn parse(text: &str, shown: &str) -> Result<Self, TokensError> {
         let mut tokens = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -58,7 +63,7 @@ impl ApiTokens {
                 continue;
             }
             let malformed =
-                |reason: &str| TokensError::Malformed { path: shown.clone(), line: index + 1, reason: reason.into() };
+                |reason: &str| TokensError::Malformed { path: shown.into(), line: index + 1, reason: reason.into() };
             let (role, token) = line.split_once(char::is_whitespace).ok_or_else(|| malformed("expected ROLE TOKEN"))?;
             let role = match role {
                 "read" => Role::Read,
@@ -72,7 +77,7 @@ impl ApiTokens {
             tokens.push((blake3::hash(token.as_bytes()), role));
         }
         if tokens.is_empty() {
-            return Err(TokensError::Empty { path: shown });
+            return Err(TokensError::Empty { path: shown.into() });
         }
         Ok(Self(Arc::new(tokens)))
     }

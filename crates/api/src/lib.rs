@@ -27,7 +27,7 @@ mod client;
 mod error;
 mod linger;
 mod metrics;
-mod range;
+pub mod range;
 mod server;
 
 pub use auth::{ApiTokens, TokensError};

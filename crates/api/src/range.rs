@@ -4,14 +4,14 @@ use std::ops::Range;
 
 /// What a `Range` header asks of an object of `size` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RangeRequest {
+pub enum RangeRequest {
     /// No usable range: send everything (RFC 9110 lets a server ignore what it cannot parse).
     Whole,
     Partial(Range<u64>),
     Unsatisfiable,
 }
 
-pub(crate) fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return RangeRequest::Whole;
     };
