@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -21,8 +22,13 @@ use http_body_util::BodyExt;
 /// How long the rest of a body is read before the answer goes out regardless.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// Middleware: answers only once the request's body has ended, or after [`LINGER`].
+/// Middleware: answers only once the request's body has ended, or after [`LINGER`]. A
+/// client that sent `Expect: 100-continue` waits for the go-ahead before its body, so a
+/// refusal reaches it whole without reading any: reading would ask for the upload.
 pub(crate) async fn drain_unread_body(request: Request, next: Next) -> Response {
+    if request.headers().contains_key(header::EXPECT) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let body = SharedBody(Arc::new(Mutex::new(body)));
     let response = next.run(Request::from_parts(parts, Body::new(body.clone()))).await;

@@ -4,8 +4,9 @@
 //! their object and answers a store with the newer name record a replica kept; version 5
 //! replaced collection marks with reference sets ([`Request::Refer`]); version 6 answers
 //! a `Refer` with the ids whose chunk the holder lacks and bounds `Have` to 256 keys;
-//! version 7 pages listings ([`Request::ListNames`]); version 8 makes handoff ask for
-//! proofs of possession ([`Request::Prove`], [`Request::Holding`]) instead of `Have`.
+//! version 7 pages listings ([`Request::ListNames`]); version 8 answers a ping with the
+//! peer's wall clock; version 9 makes handoff ask for proofs of possession
+//! ([`Request::Prove`], [`Request::Holding`]) instead of `Have`.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -46,11 +47,11 @@ pub enum Request {
     Digests { nodes: Vec<TreeNode> },
     /// Anti-entropy: every key you hold in these buckets, with its content tag.
     BucketKeys { buckets: Vec<Bucket> },
-    /// Handoff: prove that you hold these immutable items, as one of their holders, by
-    /// answering [`possession_proof`] of each with this fresh nonce.
+    /// Handoff: prove that you hold these immutable items by answering
+    /// [`possession_proof`] of each with this fresh nonce.
     Prove { nonce: Hash32, keys: Vec<ItemKey> },
-    /// Handoff: send this mergeable item (a name record, a reference set) if you hold it
-    /// as one of its holders, answered with [`Response::Item`]. A holder may have merged
+    /// Handoff: send this mergeable item (a name record, a reference set) if you hold it,
+    /// answered with [`Response::Item`]. A holder may have merged
     /// it with what it had, so its value proves possession, not a digest of ours.
     Holding { key: ItemKey },
     /// Listing: in name order, the first `limit` (at most [`LIST_PAGE_MAX`]) name records

@@ -358,10 +358,14 @@ impl EventLoop {
             {
                 // Peers of a full subnet would not be admitted once dialed: they are not
                 // handed out either, or other peers' lookups could fill a placement.
-                let peers = peers
+                let mut taken = HashMap::new();
+                let peers: Vec<_> = peers
                     .into_iter()
-                    .filter(|p| !self.refused.contains(&p.peer_id) && self.subnets.would_admit(&p.peer_id, &p.addrs));
-                let peers = peers.map(|p| {
+                    .filter(|p| {
+                        !self.refused.contains(&p.peer_id) && self.subnets.would_admit(&p.peer_id, &p.addrs, &mut taken)
+                    })
+                    .collect();
+                let peers = peers.into_iter().map(|p| {
                     // Keep the addresses the lookup learned, so a request can dial the peer
                     // even when it is not in a k-bucket.
                     for addr in p.addrs {

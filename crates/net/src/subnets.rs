@@ -109,13 +109,26 @@ impl Subnets {
         Ok(())
     }
 
-    /// Whether `peer`, found at `addrs` (by a lookup), would be admitted at whichever of
-    /// them it is dialed: none is in a full subnet.
-    pub fn would_admit(&self, peer: &PeerId, addrs: &[Multiaddr]) -> bool {
+    /// Whether `peer`, found at `addrs` by a lookup, would be admitted at whichever of
+    /// them it is dialed, counting the peers of the same lookup let through before it
+    /// (`taken`): none of its subnets is full.
+    pub fn would_admit(&self, peer: &PeerId, addrs: &[Multiaddr], taken: &mut HashMap<Subnet, usize>) -> bool {
         let Some(limit) = self.limit else { return true };
-        addrs.iter().filter_map(|addr| subnet_of(addr, &limit)).all(|subnet| {
-            self.members.get(&subnet).is_none_or(|members| members.contains(peer) || members.len() < limit.per_subnet)
-        })
+        let subnets: Vec<Subnet> = addrs.iter().filter_map(|addr| subnet_of(addr, &limit)).collect();
+        let room = |subnet: &Subnet| {
+            let members = self.members.get(subnet);
+            members.is_some_and(|members| members.contains(peer))
+                || members.map_or(0, HashSet::len) + taken.get(subnet).copied().unwrap_or(0) < limit.per_subnet
+        };
+        if !subnets.iter().all(room) {
+            return false;
+        }
+        for subnet in subnets {
+            if !self.members.get(&subnet).is_some_and(|members| members.contains(peer)) {
+                *taken.entry(subnet).or_default() += 1;
+            }
+        }
+        true
     }
 
     /// `peer` left: its place in its subnet is free again.
@@ -176,8 +189,15 @@ mod tests {
         assert_eq!(subnets.admit(peers[1], &addr("/ip4/203.0.113.200/tcp/9")), Ok(()));
         assert!(subnets.admit(peers[2], &same).is_err());
         assert_eq!(subnets.admit(peers[0], &same), Ok(()), "a member is admitted again");
-        assert!(!subnets.would_admit(&peers[2], std::slice::from_ref(&same)));
-        assert!(subnets.would_admit(&peers[0], std::slice::from_ref(&same)));
+        let mut taken = HashMap::new();
+        assert!(!subnets.would_admit(&peers[2], std::slice::from_ref(&same), &mut taken));
+        assert!(subnets.would_admit(&peers[0], std::slice::from_ref(&same), &mut taken));
+        // Found together, two strangers of an empty subnet fill it, and a third stays out.
+        let other = addr("/ip4/192.0.2.1/tcp/1");
+        let strangers: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        let admitted: Vec<bool> =
+            strangers.iter().map(|p| subnets.would_admit(p, std::slice::from_ref(&other), &mut taken)).collect();
+        assert_eq!(admitted, [true, true, false]);
         assert_eq!(subnets.admit(peers[2], &addr("/ip4/198.51.100.1/tcp/1")), Ok(()), "another subnet");
         subnets.release(&peers[2]);
         subnets.release(&peers[0]);

@@ -1,7 +1,7 @@
 //! The node: shared state, its clocks, placement, lifecycle and status (its own copies are
 //! in `local.rs`, answers to peers in `serve.rs`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,6 +109,8 @@ pub(crate) struct Inner<S, N> {
     pub latencies: Arc<Latencies>,
     /// The last lookup that found every reachable peer, and when.
     pub whole_network: Mutex<Option<(Instant, Vec<PeerKey>)>>,
+    /// Items handoff is challenging a holder for, with how many challenges are out.
+    pub challenged: Mutex<HashMap<ItemKey, usize>>,
 }
 
 impl<S: Store, N: Network> Node<S, N> {
@@ -148,6 +150,7 @@ impl<S: Store, N: Network> Node<S, N> {
             peer_clocks: PeerClocks::default(),
             latencies: Arc::default(),
             whole_network: Mutex::new(None),
+            challenged: Mutex::default(),
             tasks: Tasks::default(),
             workers: Workers::default(),
             answer_slots: Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT)),

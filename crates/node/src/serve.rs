@@ -53,6 +53,9 @@ impl<S: Store, N: Network> Node<S, N> {
                     Response::Failed(error.to_string())
                 }
             },
+            Request::Fetch { key } if self.challenging(&key) => {
+                Response::Failed("being handed off to its holders right now: ask them".into())
+            }
             Request::Fetch { key } => match self.fetch_local(key).await {
                 Ok(item) => Response::Item(item),
                 Err(reason) => Response::Failed(reason),

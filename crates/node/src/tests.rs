@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use shoal_core::placement::{Lookup, closest};
-use shoal_core::wire::{Request, Response};
+use shoal_core::wire::{Request, Response, possession_proof};
 use shoal_core::{CHUNK_SIZE, Consistency, ItemKey, ItemKind, ObjectId, PeerKey};
 use shoal_store::{MemoryStore, Store};
 
@@ -35,8 +35,8 @@ enum Fault {
     RefusesManifests,
     /// Takes requests and never answers them, as a peer whose process is stopped does.
     Silent,
-    /// A hostile peer that keeps nothing: it acknowledges every store and reference and
-    /// claims every item it is asked about, relaying a challenge to the peer that asked.
+    /// A hostile peer that keeps nothing: it acknowledges every store and reference, and
+    /// answers a challenge with what the peer that sent it gives for the item.
     Hoards,
 }
 
@@ -93,13 +93,21 @@ fn kind_of(request: &Request) -> &'static str {
 impl FakeNetwork {
     /// How `hoarder` ([`Fault::Hoards`]) answers a request from this peer.
     async fn hoard(&self, hoarder: &PeerKey, request: Request) -> Response {
+        let asker = self.world.nodes.lock().unwrap()[&self.me].clone();
         match request {
             Request::Store { .. } => Response::Stored { newer: None },
             Request::Refer { .. } => Response::Referred { without_chunk: Vec::new() },
-            request => {
-                let asker = self.world.nodes.lock().unwrap()[&self.me].clone();
-                asker.handle_request(hoarder, request).await
+            Request::Prove { nonce, keys } => {
+                let mut proofs = Vec::new();
+                for key in keys {
+                    let fetched = asker.handle_request(hoarder, Request::Fetch { key }).await;
+                    let bytes = if let Response::Item(Some(bytes)) = fetched { Some(bytes) } else { None };
+                    proofs.push(bytes.map(|bytes| possession_proof(&nonce, &bytes)));
+                }
+                Response::Proofs(proofs)
             }
+            Request::Holding { key } => asker.handle_request(hoarder, Request::Fetch { key }).await,
+            request => asker.handle_request(hoarder, request).await,
         }
     }
 }

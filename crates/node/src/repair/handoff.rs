@@ -2,15 +2,19 @@
 //! rightful holders, and the local copy is deleted only once every one of them proved it
 //! holds it: a digest of the bytes keyed by a fresh nonce for a chunk or manifest, its
 //! own value covering ours for a name record or reference set. "I have it" or "stored"
-//! deletes nothing.
+//! deletes nothing, and while the challenge is out this peer gives the item to no one,
+//! so the answer cannot come from its own copy. A proof shows the holder could read the
+//! bytes when it answered; a holder that drops them after is a failed holder, as one
+//! whose disk dies is.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use shoal_core::digest::ContentTag;
 use shoal_core::wire::possession_proof;
-use shoal_core::{Hash32, ItemKey, ItemKind, Kept, PeerKey, resolve};
+use shoal_core::{Hash32, ItemKey, ItemKind, Kept, PeerKey, resolve, verify_item};
 use shoal_store::Store;
 use tracing::warn;
 
@@ -26,36 +30,51 @@ impl<S: Store, N: Network> Node<S, N> {
     /// deletes a copy on these, so each copy is read and verified rather than looked up in
     /// the index: one that fails verification or cannot be read is not proved. (Quarantine
     /// is not remembered across a restart, which indexes a bad copy again until scrub
-    /// finds it.) Only items this peer holds as one of their holders are proved: the peer
-    /// handing an item off never is one, so a hostile peer cannot relay its challenge back
-    /// to it and pass off that peer's own copy as its own.
+    /// finds it.) An item this peer is challenging a holder for is not proved either (see
+    /// [`Node::challenging`]).
     ///
     /// [`Request::Prove`]: shoal_core::wire::Request::Prove
     pub(crate) async fn prove(&self, nonce: &Hash32, keys: Vec<ItemKey>) -> Vec<Option<Hash32>> {
-        let layout = self.layout();
         let mut proofs = Vec::with_capacity(keys.len());
         for key in keys {
-            let value = if key.kind.is_mergeable() { None } else { self.held_as_holder(&layout, key).await };
+            let value = if key.kind.is_mergeable() { None } else { self.held(key).await };
             proofs.push(value.map(|value| possession_proof(nonce, &value)));
         }
         proofs
     }
 
-    /// The mergeable item `key`, if this peer holds it as one of its holders (see
-    /// [`Node::prove`] for why only then).
+    /// The mergeable item `key`, if this peer holds it and is not challenging a holder
+    /// for it.
     pub(crate) async fn holding(&self, key: ItemKey) -> Option<Bytes> {
         if !key.kind.is_mergeable() {
             return None;
         }
-        self.held_as_holder(&self.layout(), key).await
+        self.held(key).await
     }
 
-    async fn held_as_holder(&self, layout: &Layout, key: ItemKey) -> Option<Bytes> {
+    async fn held(&self, key: ItemKey) -> Option<Bytes> {
         let indexed = self.inner.index.lock().expect("never poisoned").contains(&key);
-        if !indexed || !layout.holders(&key).contains(self.local_peer()) {
+        if !indexed || self.challenging(&key) {
             return None;
         }
         self.fetch_local(key).await.ok().flatten()
+    }
+
+    /// Whether this peer is challenging a holder for `key` right now. Until the answer is
+    /// in, it hands that item to no one and proves it to no one: a hostile holder could
+    /// otherwise pass the challenge on this peer's own copy, by fetching the bytes from
+    /// it, or by relaying the challenge to it, directly or through a third peer.
+    pub(crate) fn challenging(&self, key: &ItemKey) -> bool {
+        self.inner.challenged.lock().expect("never poisoned").contains_key(key)
+    }
+
+    /// Marks `keys` as being challenged for, until the guard drops.
+    fn challenge(&self, keys: &[ItemKey]) -> Challenge<'_> {
+        let mut challenged = self.inner.challenged.lock().expect("never poisoned");
+        for key in keys {
+            *challenged.entry(*key).or_default() += 1;
+        }
+        Challenge { challenged: &self.inner.challenged, keys: keys.to_vec() }
     }
 
     /// Moves items this peer should no longer hold to their rightful holders, deleting the
@@ -145,12 +164,16 @@ impl<S: Store, N: Network> Node<S, N> {
         let pushed = self.run_transfers(pushes).await;
         let mut handed = Vec::with_capacity(keys.len());
         for (key, pushed) in keys.into_iter().zip(pushed) {
-            let covered = pushed.is_ok()
-                && match (self.fetch_local(key).await, self.held_value(holder, key).await) {
+            let covered = pushed.is_ok() && {
+                let _window = self.challenge(&[key]);
+                match (self.fetch_local(key).await, self.held_value(holder, key).await) {
                     // Ours, arriving where theirs is, would change nothing.
-                    (Ok(Some(ours)), Ok(Some(theirs))) => resolve(&key, &theirs, &ours) == Kept::Old,
+                    (Ok(Some(ours)), Ok(Some(theirs))) => {
+                        verify_item(&key, &theirs).is_ok() && resolve(&key, &theirs, &ours) == Kept::Old
+                    }
                     _ => false,
-                };
+                }
+            };
             handed.push(if covered { Ok(key) } else { Err(key) });
         }
         handed
@@ -170,7 +193,8 @@ impl<S: Store, N: Network> Node<S, N> {
             return Some(Vec::new());
         }
         let mut nonce = [0u8; 32];
-        getrandom::fill(&mut nonce).expect("the OS has randomness");
+        getrandom::fill(&mut nonce).ok()?;
+        let _window = self.challenge(keys);
         let proofs = self.proofs_from(holder, nonce, keys).await.ok()?;
         let mut unproved = Vec::new();
         for (key, proof) in keys.iter().zip(proofs) {
@@ -182,6 +206,26 @@ impl<S: Store, N: Network> Node<S, N> {
             }
         }
         Some(unproved)
+    }
+}
+
+/// Keys being challenged for, released when dropped.
+struct Challenge<'a> {
+    challenged: &'a Mutex<HashMap<ItemKey, usize>>,
+    keys: Vec<ItemKey>,
+}
+
+impl Drop for Challenge<'_> {
+    fn drop(&mut self) {
+        let mut challenged = self.challenged.lock().expect("never poisoned");
+        for key in &self.keys {
+            if let Some(count) = challenged.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    challenged.remove(key);
+                }
+            }
+        }
     }
 }
 
