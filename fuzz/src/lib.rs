@@ -13,7 +13,7 @@ use shoal_core::codec::{self, MAX_MESSAGE_BYTES};
 use shoal_core::names::{self, NameRecord};
 use shoal_core::references::References;
 use shoal_core::settings::Announcement;
-use shoal_core::{ItemKey, ItemKind, Kept, Manifest, resolve, verify_item};
+use shoal_core::{Consistency, ItemKey, ItemKind, Kept, Manifest, ObjectId, resolve, verify_item};
 use shoal_net::TransferCodec;
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/transfer");
@@ -141,5 +141,22 @@ pub fn config_files(bytes: &[u8]) {
     };
     if let Some(error) = error {
         assert!(!error.contains('\n'), "a refusal of more than one line: {error:?}");
+    }
+}
+
+/// What a request's path and query name, as the API parses them: an object id (which
+/// prints back as the same hex), a consistency level (likewise), a name (a valid one
+/// never reads as an id, and is keyed apart from every object's id).
+pub fn api_params(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else { return };
+    if let Ok(id) = text.parse::<ObjectId>() {
+        assert_eq!(id.to_string().parse::<ObjectId>().ok(), Some(id));
+    }
+    if let Ok(level) = text.parse::<Consistency>() {
+        assert_eq!(level.to_string().parse::<Consistency>().ok(), Some(level));
+    }
+    if names::validate_name(text).is_ok() {
+        assert!(text.parse::<ObjectId>().is_err());
+        assert_eq!(names::name_key(text).kind, ItemKind::Name);
     }
 }

@@ -131,7 +131,11 @@ impl<S: Store, N: Network> Node<S, N> {
             let immutable: Vec<ItemKey> =
                 immutable.into_iter().filter(|key| !unreferenced_there.contains(&key.id)).collect();
             for keys in immutable.chunks(MAX_KEYS_PER_PROOF) {
-                let Some(unproved) = self.proved_by(&holder, keys, &mut confirmed).await else { continue };
+                let Some(unproved) = self.proved_by(&holder, keys, &mut confirmed).await else {
+                    // A holder that does not answer holds, as far as we know, nothing.
+                    missing += keys.len();
+                    continue;
+                };
                 missing += unproved.len();
                 let pushes: Vec<Transfer> =
                     unproved.iter().map(|key| Transfer::Push { key: *key, to: holder.clone() }).collect();
@@ -165,8 +169,10 @@ impl<S: Store, N: Network> Node<S, N> {
         let mut handed = Vec::with_capacity(keys.len());
         for (key, pushed) in keys.into_iter().zip(pushed) {
             let covered = pushed.is_ok() && {
-                let _window = self.challenge(&[key]);
-                match (self.fetch_local(key).await, self.held_value(holder, key).await) {
+                let window = self.challenge(&[key]);
+                let theirs = self.held_value(holder, key).await;
+                drop(window);
+                match (self.fetch_local(key).await, theirs) {
                     // Ours, arriving where theirs is, would change nothing.
                     (Ok(Some(ours)), Ok(Some(theirs))) => {
                         verify_item(&key, &theirs).is_ok() && resolve(&key, &theirs, &ours) == Kept::Old
@@ -194,8 +200,10 @@ impl<S: Store, N: Network> Node<S, N> {
         }
         let mut nonce = [0u8; 32];
         getrandom::fill(&mut nonce).ok()?;
-        let _window = self.challenge(keys);
+        let window = self.challenge(keys);
         let proofs = self.proofs_from(holder, nonce, keys).await.ok()?;
+        // Only while the holder computes its answer may our copy not help it.
+        drop(window);
         let mut unproved = Vec::new();
         for (key, proof) in keys.iter().zip(proofs) {
             let Ok(Some(ours)) = self.fetch_local(*key).await else { continue };
