@@ -91,24 +91,48 @@ fn hosts_have_their_own_addresses_faults_cut_them_and_down_leaves_nothing() {
     );
 }
 
-#[test]
-fn a_short_seeded_chaos_run_on_hosts_finds_no_anomaly() {
-    if !namespaces_available("chaos") {
-        return;
+/// `testnet/chaos` with `args`, in a testnet dir of its own; the report of a run that
+/// passed, or `None` where namespaces cannot be made.
+fn chaos_on_hosts(test: &str, args: &[&str]) -> Option<String> {
+    if !namespaces_available(test) {
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::env::var("SHOAL_CHAOS_SEED").unwrap_or_else(|_| "1".into());
     let output = output_within(
         Command::new(repo().join("testnet/chaos"))
-            .args(["--scenario", "mixed", "--secs", "45", "--peers", "4", "--first-seed", &seed])
+            .args(args)
             .env("SHOAL_TESTNET_DIR", dir.path().join("testnet"))
             .env("SHOAL_BIN_DIR", bin_dir()),
-        Duration::from_secs(600),
+        Duration::from_secs(900),
     );
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     eprintln!("{report}");
     assert!(output.status.success(), "chaos run failed: {report}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(report.contains("anomalies: 0"), "{report}");
+    Some(report)
+}
+
+#[test]
+fn a_short_seeded_chaos_run_on_hosts_finds_no_anomaly() {
+    let seed = std::env::var("SHOAL_CHAOS_SEED").unwrap_or_else(|_| "1".into());
+    let args = ["--scenario", "mixed", "--secs", "45", "--peers", "4", "--first-seed", &seed];
+    if let Some(report) = chaos_on_hosts("chaos", &args) {
+        assert!(report.contains("anomalies: 0"), "{report}");
+    }
+}
+
+/// The seed that found the failed-bind leak: on the minority side of `halves`, a named
+/// put whose `Refer` got 1 of the 2 acks it needed failed, and the binding it had referred
+/// its object to, for a version it never wrote, kept the object until the name was
+/// written again. The checker counts such leaks (`leaked=`) instead of failing on them,
+/// since a coordinator that reaches no holder with its put's death still leaks; here it
+/// reaches them, so this seed must leak nothing.
+#[test]
+fn the_halves_seed_that_found_the_failed_bind_leak_leaks_nothing() {
+    let args = ["--scenario", "halves", "--secs", "60", "--first-seed", "1"];
+    if let Some(report) = chaos_on_hosts("halves", &args) {
+        let result = report.lines().find(|line| line.starts_with("RESULT")).expect("a RESULT line");
+        assert!(result.contains(" anomalies=0 ") && result.contains(" leaked=0 "), "{result}");
+    }
 }
 
 /// QUORUM names and objects through R-1 peers killed and restarted, on 127.0.0.1: the same

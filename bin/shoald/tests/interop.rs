@@ -2,7 +2,9 @@
 //! Kademlia client (another identify version, kad in client mode, speaking
 //! `/shoal/kad/1.0.0`) finds every Shoal peer through one of them and is never given an
 //! item; a Shoal peer with another replication factor or grace period stays connected but
-//! holds nothing. A peer at its inbound connection limit refuses the next one.
+//! holds nothing, whoever dialed. A foreign peer that speaks Shoal's transfer protocol is
+//! answered no item, before its identify arrives or after. A peer at its inbound
+//! connection limit refuses the next one.
 //! This file plays the foreign implementation, so it alone among the daemon's tests
 //! names libp2p.
 
@@ -11,13 +13,20 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Peer, assert_every_item_on_its_r_closest, pseudo_random, start_network, start_peer_with, stop_all};
+use common::{
+    Peer, assert_every_item_on_its_r_closest, pseudo_random, start_network, start_peer, start_peer_with, stop_all,
+    wait_for_one_network,
+};
 use futures::{StreamExt, stream};
 use libp2p::kad::{self, QueryResult, store::MemoryStore};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, noise, ping, tcp, yamux};
-use shoal_core::Consistency;
+use shoal_core::codec::MAX_MESSAGE_BYTES;
+use shoal_core::wire::{Request, Response};
+use shoal_core::{Consistency, ItemKey};
+use shoal_net::{TRANSFER_PROTOCOL, TransferCodec};
 
 #[derive(NetworkBehaviour)]
 struct Foreign {
@@ -135,11 +144,16 @@ async fn a_foreign_kademlia_client_finds_every_peer_and_is_given_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_with_other_network_settings_hold_nothing() {
-    let peers = start_network(4).await;
+    let mut peers = start_network(4).await;
     let everyone: Vec<String> = peers.iter().map(|p| p.daemon.p2p_addrs[0].clone()).collect();
     let other_r = start_peer_with(everyone.clone(), |c| c.replication_factor = 2).await;
     let other_grace = start_peer_with(everyone, |c| c.gc_grace_ms *= 2).await;
     let others = [other_r, other_grace];
+    // One more Shoal peer dials them itself: the rule holds whoever dialed.
+    let mut through_others: Vec<String> = others.iter().map(|o| o.daemon.p2p_addrs[0].clone()).collect();
+    through_others.push(peers[0].daemon.p2p_addrs[0].clone());
+    peers.push(start_peer(through_others).await);
+    wait_for_one_network(&peers).await;
 
     // They connect to every peer, and each keeps them out of its routing table and view.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -154,7 +168,7 @@ async fn peers_with_other_network_settings_hold_nothing() {
     for other in &others {
         assert!(other.client.local_items().await.unwrap().is_empty(), "a peer of other settings holds nothing");
     }
-    assert_eq!(routing_tables(&peers).await, [3; 4]);
+    assert_eq!(routing_tables(&peers).await, [4; 5]);
     assert_eq!(routing_tables(&others).await, [0, 0]);
     stop_all(peers).await;
     stop_all(others.into()).await;
@@ -197,4 +211,103 @@ async fn a_peer_at_its_connection_limit_turns_the_next_one_away() {
     assert!(!dial_in(&peer).await, "the third connection is refused");
     assert_eq!(peer.client.status().await.unwrap().network.peers_connected, 2, "the admitted two stay");
     stop_all(vec![peer]).await;
+}
+
+/// A foreign peer that speaks `/shoal/transfer/9` itself, with identify or without it,
+/// and no ping: a peer that does not speak ping is not taken for a dead connection.
+#[derive(NetworkBehaviour)]
+struct Requester {
+    identify: Toggle<identify::Behaviour>,
+    transfer: request_response::Behaviour<TransferCodec>,
+}
+
+fn requester(identifies: bool) -> Swarm<Requester> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|key| {
+            let identify = identifies
+                .then(|| identify::Behaviour::new(identify::Config::new("/foreign-dht/1.0.0".into(), key.public())));
+            let protocols = [(StreamProtocol::new(TRANSFER_PROTOCOL), ProtocolSupport::Outbound)];
+            let config = request_response::Config::default().with_request_timeout(Duration::from_secs(5));
+            let codec = TransferCodec::new(MAX_MESSAGE_BYTES);
+            Requester {
+                identify: identify.into(),
+                transfer: request_response::Behaviour::with_codec(codec, protocols, config),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build()
+}
+
+/// Sends `count` copies of `request` to `peer` as soon as the connection is up, so they
+/// arrive with identify still under way, and returns each answer or why it has none.
+async fn ask(
+    client: &mut Swarm<Requester>,
+    peer: &Peer,
+    request: &Request,
+    count: usize,
+) -> Vec<Result<Response, String>> {
+    let target = peer_id(peer);
+    client.add_peer_address(target, listen_addr(peer));
+    let sent: Vec<OutboundRequestId> =
+        (0..count).map(|_| client.behaviour_mut().transfer.send_request(&target, request.clone())).collect();
+    let mut answers = std::collections::HashMap::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while answers.len() < count {
+            use request_response::{Event, Message};
+            match client.select_next_some().await {
+                SwarmEvent::Behaviour(RequesterEvent::Transfer(Event::Message {
+                    message: Message::Response { request_id, response },
+                    ..
+                })) => answers.insert(request_id, Ok(response)),
+                SwarmEvent::Behaviour(RequesterEvent::Transfer(Event::OutboundFailure {
+                    request_id, error, ..
+                })) => answers.insert(request_id, Err(error.to_string())),
+                _ => None,
+            };
+        }
+    })
+    .await
+    .expect("every request is answered or fails within 30 s");
+    sent.iter().map(|id| answers.remove(id).unwrap()).collect()
+}
+
+fn is_item(answer: &Result<Response, String>) -> bool {
+    matches!(answer, Ok(Response::Item(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_peer_speaking_the_transfer_protocol_is_given_no_item() {
+    let peers = start_network(4).await;
+    let receipt = peers[0].client.put(common::body(pseudo_random(1024, "asked for")), Some(Consistency::All)).await;
+    let fetch = Request::Fetch { key: ItemKey::manifest(receipt.unwrap().id) };
+
+    // Three of the four hold the manifest; none gives it, whether the request came before
+    // identify told them who asks or after.
+    for peer in &peers {
+        let mut client = requester(true);
+        let first = ask(&mut client, peer, &fetch, 1).await;
+        let second = ask(&mut client, peer, &fetch, 1).await;
+        for answer in first.iter().chain(&second) {
+            assert!(
+                matches!(answer, Ok(Response::Failed(why)) if why.contains("holds no data with you")),
+                "a foreign peer was answered {answer:?}"
+            );
+        }
+    }
+
+    // Without identify, requests wait for it (16 at most, then "busy") until the asker's
+    // timeout ends them: none is ever answered with an item.
+    let mut silent = requester(false);
+    let answers = ask(&mut silent, &peers[0], &fetch, 20).await;
+    assert!(!answers.iter().any(is_item), "a peer that never identified itself was given an item");
+    let busy = answers.iter().filter(|a| matches!(a, Ok(Response::Failed(why)) if why.contains("busy"))).count();
+    assert_eq!(busy, 4, "requests beyond the 16 waiting for identify are turned away at once: {answers:?}");
+    assert!(answers.iter().filter(|a| a.is_err()).count() == 16, "the waiting ones time out: {answers:?}");
+
+    assert_eq!(assert_every_item_on_its_r_closest(&peers, 3).await, 1, "the object stays where it was placed");
+    stop_all(peers).await;
 }

@@ -275,9 +275,12 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Transfer(event)) => self.on_transfer_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, result: Err(error), .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, result: Err(error), .. }))
+                if !matches!(error, libp2p::ping::Failure::Unsupported) =>
+            {
                 // A connection that stopped answering pings is dead even if TCP has not
                 // noticed yet: closing it lets failure detection start its grace period.
+                // A peer that does not speak ping at all (a foreign client) is not dead.
                 debug!(%peer, "ping failed, disconnecting: {error}");
                 let _ = self.swarm.disconnect_peer_id(peer);
             }

@@ -28,6 +28,17 @@ impl Tasks {
         });
     }
 
+    /// Runs `work` as one of these tasks and hands back its output, so whoever awaits it
+    /// may go away (a client that hangs up) without cutting it short. `None` if the node
+    /// stopped first.
+    pub async fn run_to_end<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> Option<T> {
+        let (done, output) = tokio::sync::oneshot::channel();
+        self.spawn(async move {
+            let _ = done.send(work.await);
+        });
+        output.await.ok()
+    }
+
     /// Runs the future `work` makes of the stop signal: for work that ends itself when the
     /// node stops, at a point of its choosing ([`crate::worker`]).
     pub fn spawn_stoppable<F>(&self, work: impl FnOnce(CancellationToken) -> F)
@@ -65,5 +76,24 @@ mod tests {
         tasks.spawn(async move { ran.store(true, Ordering::SeqCst) });
         tasks.stop().await;
         assert!(!late.load(Ordering::SeqCst));
+        assert_eq!(tasks.run_to_end(async { 1 }).await, None, "nothing runs after a stop");
+    }
+
+    #[tokio::test]
+    async fn work_run_to_its_end_outlives_whoever_awaited_it() {
+        let tasks = Tasks::default();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (finished, ended) = tokio::sync::oneshot::channel();
+        let work = async move {
+            released.await.unwrap();
+            finished.send(()).unwrap();
+            7
+        };
+        let mut awaited = Box::pin(tasks.run_to_end(work));
+        assert!(futures::poll!(awaited.as_mut()).is_pending());
+        drop(awaited);
+        release.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), ended).await.unwrap().unwrap();
+        assert_eq!(tasks.run_to_end(async { 7 }).await, Some(7));
     }
 }

@@ -135,7 +135,13 @@ impl<S: Store, N: Network> Node<S, N> {
         let object = UnboundObject { id, items, chunks, lease };
         let binding = Binding::Object { id, size: manifest.size };
         let name = name.map_or_else(|| id.to_hex(), str::to_owned);
-        let (record, acks) = self.write_binding(&name, binding, consistency, Some(&object)).await?;
+        // The body is in. From its first `Refer` to its record only this put can record
+        // its binding's death if it fails (`abandon`), so a client that hangs up must not
+        // cut it short there: the rest runs as the node's own task.
+        let node = self.clone();
+        let bind = async move { node.write_binding(&name, binding, consistency, Some(&object)).await };
+        let stopped = || NodeError::Unavailable { what: format!("object {id}"), failures: "the node stopped".into() };
+        let (record, acks) = self.inner.tasks.run_to_end(bind).await.ok_or_else(stopped)??;
         let receipt = PutReceipt {
             id,
             size: manifest.size,

@@ -1,5 +1,9 @@
 //! Collection: what may be deleted, and what must stay while evidence is missing.
 
+use shoal_core::codec;
+use shoal_core::names::Version;
+use shoal_core::references::{References, Referrer, Upload};
+
 use super::*;
 
 impl Cluster {
@@ -161,6 +165,55 @@ async fn growing_the_network_while_handoff_lags_loses_nothing() {
     }
 }
 
+/// Issue 11, defect 4: for the move window after an arrival, collection also asks the
+/// holders the arrival displaced, since a reference may reach them after handoff moved
+/// their set (a put that had not seen the arrival yet). One that does not answer keeps
+/// the chunk on its new holders; once it answers, they learn its reference.
+#[tokio::test(start_paused = true)]
+async fn a_displaced_holder_that_does_not_answer_keeps_what_it_may_refer_to() {
+    let mut cluster = Cluster::new(3);
+    cluster.connect_all();
+    let bytes = object(2 * CHUNK_SIZE);
+    cluster.node(0).put_named("n", body(&bytes), Consistency::All).await.unwrap();
+    let manifest = cluster.node(0).manifest(blake3::hash(&bytes).into()).await.unwrap();
+    cluster.node(0).delete_name("n", Consistency::All).await.unwrap();
+    cluster.collection_rounds(1).await;
+    // Dead for longer than the grace period, and nothing collected: no round ran since.
+    tokio::time::advance(2 * NodeConfig::default().gc_grace).await;
+
+    for _ in 0..6 {
+        cluster.add_peer();
+    }
+    cluster.connect_all();
+    let old: Vec<PeerKey> = cluster.peers[..3].to_vec();
+    let (chunk, current, displaced) = manifest
+        .chunks
+        .iter()
+        .find_map(|c| {
+            let current = closest(&c.id.0, &cluster.peers, 3);
+            let displaced = old.iter().find(|p| !current.contains(p))?.clone();
+            Some((ItemKey::chunk(c.id), current, displaced))
+        })
+        .expect("a chunk with a holder the arrival displaced");
+    for _ in 0..3 {
+        cluster.repair_everywhere(&HashSet::from([chunk])).await;
+    }
+    assert_eq!(cluster.holders(&chunk), current.iter().cloned().collect(), "handoff moved the chunk");
+
+    // A late lease reaches the displaced holder alone; the new holders cannot reach it.
+    let late = Upload { id: Version { wall_ms: crate::clock::wall_ms(), logical: 0, writer: 7 }, until_ms: u64::MAX };
+    let index_of = |peer: &PeerKey| cluster.peers.iter().position(|p| p == peer).unwrap();
+    let on_displaced = References::of(Referrer::Upload(late));
+    cluster.node(index_of(&displaced)).store_references(vec![(chunk.id, on_displaced)]).await.unwrap();
+    cluster.world.cuts.lock().unwrap().extend(current.iter().map(|holder| (holder.clone(), displaced.clone())));
+    cluster.collection_rounds(3).await;
+    assert_eq!(cluster.holders(&chunk).len(), 3, "collected while a displaced holder did not answer");
+
+    cluster.world.cuts.lock().unwrap().clear();
+    cluster.collection_rounds(3).await;
+    assert_eq!(cluster.holders(&chunk).len(), 3, "collected a chunk the displaced holder refers to");
+}
+
 /// A newer record that only one holder of the name has is not durable evidence: if
 /// that holder's disk is lost, the old binding is the name's record again.
 #[tokio::test(start_paused = true)]
@@ -284,6 +337,47 @@ async fn a_failed_put_of_the_same_bytes_leaves_the_acknowledged_object_whole() {
     for chunk in &manifest.chunks {
         assert_eq!(cluster.holders(&ItemKey::chunk(chunk.id)).len(), 3, "a chunk lost a copy");
     }
+}
+
+/// Issue 11: a client that hangs up after its body is in used to drop its put between
+/// the `Refer` that bound the chunks to the put's version and the record, where only the
+/// put can record that binding's death: the chunks stayed for as long as the name was not
+/// written again. Now the put runs to its end as the node's own task, here binding the name.
+#[tokio::test(start_paused = true)]
+async fn a_put_whose_client_hangs_up_after_its_body_still_ends() {
+    let cluster = Cluster::new(3);
+    cluster.connect_all();
+    cluster.set_fault(1, Fault::SlowToStore);
+    cluster.set_fault(2, Fault::SlowToStore);
+    let bytes = object(2 * CHUNK_SIZE);
+    let chunk = ItemKey::references(*blake3::hash(&bytes[..CHUNK_SIZE]).as_bytes());
+    let referred = || {
+        let set = cluster.node(1).inner.store.get(&chunk).unwrap();
+        set.is_some_and(|set| {
+            codec::decode::<References>(&set).unwrap().live().any(|r| matches!(r, Referrer::Binding { .. }))
+        })
+    };
+    let coordinator = cluster.node(0);
+    tokio::select! {
+        answer = coordinator.put_named("left", body(&bytes), Consistency::Quorum) => {
+            panic!("the put answered {answer:?} before its manifest was stored")
+        }
+        () = async {
+            while !referred() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } => {}
+    }
+    // The client is gone; its put has referred the chunks to its binding, and its
+    // manifest and record wait for holders slow to store.
+    cluster.world.faults.lock().unwrap().clear();
+    let id: ObjectId = blake3::hash(&bytes).into();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while coordinator.resolve_name("left", Consistency::All).await.unwrap().map(|info| info.id) != Some(id) {
+        assert!(tokio::time::Instant::now() < deadline, "the put stopped when its client left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get_all(&coordinator, id).await.unwrap(), bytes);
 }
 
 /// Issue 11, from the adversarial review of defect 1's fix: a holder that never got a

@@ -44,7 +44,7 @@ impl Cluster {
     /// Repair rounds on every live peer, one after the other, checking after each
     /// that no item lost a live copy it needed: a round may add copies, and may drop
     /// one only where R others remain.
-    async fn repair_everywhere(&self, keys: &HashSet<ItemKey>) {
+    pub(super) async fn repair_everywhere(&self, keys: &HashSet<ItemKey>) {
         let live_copies = |key: &ItemKey| {
             let live: HashSet<PeerKey> = self.live().into_iter().map(|i| self.peers[i].clone()).collect();
             self.holders(key).intersection(&live).count()
